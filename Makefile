@@ -1,0 +1,38 @@
+# Setup and everyday commands. Every target is idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m mothray.simulate --config experiments/demo.yaml --out runs/demo/data
+
+test: $(DEV_STAMP)
+	$(PY) -m ruff check mothray tests benchmarks
+	$(PY) -m ruff format --check mothray tests benchmarks
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(PY) -m ruff check --fix mothray tests benchmarks
+	$(PY) -m ruff format mothray tests benchmarks
+
+bench: $(DEV_STAMP)
+	$(PY) benchmarks/simulate.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
