@@ -254,7 +254,7 @@ def accelerations(params: MothParameters, body: Body, u: Controls, theta, phi, v
     torque = joint_spring(params, theta, phi) + params.c * (thetadot - phidot)
     free = free_accelerations(params, body, p, velocities, u)
     joint = joint_direction(body, p)
-    return materialize(tuple(f - j * torque for f, j in zip(free, joint, strict=True)))
+    return tuple(f - j * torque for f, j in zip(free, joint, strict=True))
 
 
 def acceleration_jacobian(params: MothParameters, body: Body, u: Controls, theta, phi, v):
@@ -474,7 +474,7 @@ def rosenbrock_step(tableau: RosenbrockTableau, params, body, u, q, v, h):
         [(1 / hg if i == j else 0.0) - a_v[j][i] - hg * a_q[j][i] for j in range(4)]
         for i in range(4)
     ]
-    lu = materialize(_lu(materialize(w)))
+    lu = _lu(w)
     stages = []
     for i in range(len(tableau.m)):
         q_i, v_i = _combine((q, v), tableau.a[i], stages)

@@ -1,0 +1,188 @@
+"""Typed experiment configuration, loaded from YAML.
+
+Configs are frozen dataclasses. `parse` builds one from plain data (what `yaml.safe_load`
+returns) and checks every field on the way: unknown keys, wrong types and out-of-range values
+raise a ConfigError that names the full field path (e.g. `simulation.sampling.xdot`) and what
+is allowed. Field types understood: bool, int (bool is not an int), float (finite; ints are
+accepted), str, nested config dataclasses, and `tuple[float, float]`, which is always an
+interval [low, high] with low < high. A range check is attached to a field as a `Rule`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mothray.moth import SamplingRanges
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint on a field's value: a predicate and the phrase saying what it allows."""
+
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+POSITIVE = Rule(lambda value: value > 0, "> 0")
+NON_NEGATIVE = Rule(lambda value: value >= 0, ">= 0")
+NON_EMPTY = Rule(lambda value: value != "", "non-empty")
+
+
+def ruled(default: Any, rule: Rule) -> Any:
+    """A dataclass field with a default value and a range rule checked by `parse`."""
+    return field(default=default, metadata={"rule": rule})
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """The trajectory dataset: sizes, random seed, model settings and sampling ranges."""
+
+    train: int = ruled(10_000_000, POSITIVE)
+    test: int = ruled(5_000_000, POSITIVE)
+    seed: int = ruled(0, NON_NEGATIVE)
+    chunk: int = ruled(100_000, POSITIVE)  # trajectories per Ray task and per Zarr chunk
+    body_scale: float = ruled(1.0, POSITIVE)
+    duration: float = ruled(0.02, POSITIVE)
+    sampling: SamplingRanges = field(default_factory=SamplingRanges)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment preset (experiments/*.yaml); later stages add their sections here."""
+
+    name: str = field(metadata={"rule": NON_EMPTY})
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+
+def parse(cls: type[T], data: Any, path: str = "") -> T:
+    """Build config dataclass `cls` from a mapping, checking keys, types and rules recursively.
+
+    `path` is the dotted location of `data` in the whole config, used in error messages.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: must be a mapping, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{_join(path, unknown[0])}: unknown key; allowed keys: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in fields.items():
+        where = _join(path, name)
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: required")
+            continue
+        value = _convert(hints[name], data[name], where)
+        rule = spec.metadata.get("rule")
+        if rule is not None and not rule.check(value):
+            raise ConfigError(f"{where}: must be {rule.allowed}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain JSON/YAML data (tuples become lists); `parse` inverts it."""
+    return _plain(dataclasses.asdict(config))
+
+
+def validate(config: T) -> T:
+    """Check a config built in code by the same rules as one loaded from YAML."""
+    return parse(type(config), to_dict(config))
+
+
+def override(config: T, changes: Mapping[str, Any], path: str) -> T:
+    """A copy of `config` with top-level fields replaced, validated; `path` locates it in errors."""
+    return parse(type(config), {**to_dict(config), **changes}, path)
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment preset; errors name the file and the field."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {_one_line(err)}") from err
+    try:
+        return parse(ExperimentConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _convert(kind: Any, value: Any, where: str) -> Any:
+    """Check `value` against the annotated type `kind` and return it in that type."""
+    if dataclasses.is_dataclass(kind):
+        return parse(kind, value, where)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {_describe(value)}")
+        return value
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: must be an integer, got {_describe(value)}")
+        return value
+    if kind is float:
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {_describe(value)}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string, got {_describe(value)}")
+        return value
+    if kind == tuple[float, float]:
+        return _interval(value, where)
+    raise TypeError(f"{where}: config fields of type {kind} are not supported")
+
+
+def _interval(value: Any, where: str) -> tuple[float, float]:
+    """A [low, high] pair of finite numbers with low < high."""
+    allowed = "a [low, high] pair of finite numbers with low < high"
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(_is_number(bound) and math.isfinite(bound) for bound in value)
+        or not value[0] < value[1]
+    ):
+        raise ConfigError(f"{where}: must be {allowed}, got {_describe(value)}")
+    return float(value[0]), float(value[1])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

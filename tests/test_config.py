@@ -1,0 +1,137 @@
+"""Config loading: presets, and rejection of unknown keys, wrong types and bad values."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from mothray.config import (
+    ConfigError,
+    ExperimentConfig,
+    SimulationConfig,
+    load_experiment,
+    override,
+    parse,
+    to_dict,
+    validate,
+)
+from mothray.moth import SamplingRanges
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_text(tmp_path: Path, text: str) -> ExperimentConfig:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    return load_experiment(path)
+
+
+def test_paper_preset_is_the_published_experiment():
+    config = load_experiment(EXPERIMENTS / "paper.yaml")
+    assert config.name == "paper"
+    assert config.simulation == SimulationConfig()
+    assert (config.simulation.train, config.simulation.test) == (10_000_000, 5_000_000)
+
+
+def test_demo_preset_is_small():
+    simulation = load_experiment(EXPERIMENTS / "demo.yaml").simulation
+    assert simulation.train + simulation.test <= 50_000
+    assert simulation.chunk < simulation.train
+
+
+def test_defaults_apply_to_missing_keys(tmp_path):
+    config = load_text(tmp_path, "name: x\nsimulation:\n  train: 100\n")
+    assert config.simulation == SimulationConfig(train=100)
+    assert config.simulation.sampling == SamplingRanges()
+
+
+def test_ints_are_accepted_for_floats(tmp_path):
+    config = load_text(
+        tmp_path, "name: x\nsimulation:\n  body_scale: 2\n  sampling: {force: [0, 10]}"
+    )
+    assert config.simulation.body_scale == 2.0
+    assert isinstance(config.simulation.body_scale, float)
+    assert config.simulation.sampling.force == (0.0, 10.0)
+
+
+def test_round_trip_through_plain_data():
+    config = ExperimentConfig(name="x", simulation=SimulationConfig(seed=3, body_scale=1.1))
+    assert parse(ExperimentConfig, to_dict(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ntrainig: 3", "trainig: unknown key; allowed keys: name, simulation"),
+        ("name: x\nsimulation: {trian: 3}", "simulation.trian: unknown key"),
+        ("name: x\nsimulation: {sampling: {xdott: [0, 1]}}", "simulation.sampling.xdott: unknown"),
+        ("simulation: {}", "name: required"),
+        ("name: ''", "name: must be non-empty"),
+        ("name: 3", "name: must be a string"),
+        ("- a\n- b", "config: must be a mapping"),
+        ("", "config: must be a mapping"),
+        ("name: x\nsimulation: 5", "simulation: must be a mapping"),
+    ],
+)
+def test_structure_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("train", "'10'", "simulation.train: must be an integer, got '10' (str)"),
+        ("train", "true", "simulation.train: must be an integer, got True (bool)"),
+        ("train", "1.5", "simulation.train: must be an integer"),
+        ("seed", "null", "simulation.seed: must be an integer, got None"),
+        ("body_scale", "true", "simulation.body_scale: must be a finite number"),
+        ("body_scale", "'1.0'", "simulation.body_scale: must be a finite number"),
+        ("train", "0", "simulation.train: must be > 0, got 0"),
+        ("test", "-5", "simulation.test: must be > 0, got -5"),
+        ("chunk", "0", "simulation.chunk: must be > 0"),
+        ("seed", "-1", "simulation.seed: must be >= 0, got -1"),
+        ("body_scale", "0", "simulation.body_scale: must be > 0, got 0.0"),
+        ("body_scale", ".inf", "simulation.body_scale: must be a finite number, got inf"),
+        ("duration", ".nan", "simulation.duration: must be a finite number, got nan"),
+        ("duration", "-0.02", "simulation.duration: must be > 0"),
+    ],
+)
+def test_scalar_errors_name_the_field_and_what_is_allowed(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, f"name: x\nsimulation:\n  {field}: {value}\n")
+
+
+@pytest.mark.parametrize(
+    "value", ["[5, 1]", "[1, 1]", "[0]", "[0, 1, 2]", "[0, .inf]", "[.nan, 1]", "abc", "[true, 2]"]
+)
+def test_bad_sampling_ranges(tmp_path, value):
+    allowed = r"simulation.sampling.xdot: must be a \[low, high\] pair of finite numbers"
+    with pytest.raises(ConfigError, match=allowed):
+        load_text(tmp_path, f"name: x\nsimulation:\n  sampling:\n    xdot: {value}\n")
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"experiment.yaml: simulation.train"):
+        load_text(tmp_path, "name: x\nsimulation: {train: 0}")
+    with pytest.raises(ConfigError, match=r"experiment.yaml: invalid YAML"):
+        load_text(tmp_path, "name: [x")
+    with pytest.raises(ConfigError, match=r"missing.yaml: cannot read"):
+        load_experiment(tmp_path / "missing.yaml")
+
+
+def test_validate_checks_configs_built_in_code():
+    assert validate(SimulationConfig(train=5)) == SimulationConfig(train=5)
+    with pytest.raises(ConfigError, match=r"^train: must be > 0"):
+        validate(SimulationConfig(train=0))
+    bad_ranges = dataclasses.replace(SamplingRanges(), torque=(1.0, -1.0))
+    with pytest.raises(ConfigError, match=r"^sampling.torque: must be a \[low, high\] pair"):
+        validate(SimulationConfig(sampling=bad_ranges))
+
+
+def test_override_replaces_and_validates():
+    config = override(SimulationConfig(), {"train": 7, "seed": 2}, "simulation")
+    assert (config.train, config.seed, config.test) == (7, 2, SimulationConfig().test)
+    with pytest.raises(ConfigError, match=r"^simulation.chunk: must be > 0"):
+        override(config, {"chunk": -3}, "simulation")
