@@ -283,3 +283,21 @@ def wait_for(condition, timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_workers_run_xla_on_one_thread_without_being_pinned():
+    code = (
+        "import os, numpy as np\n"
+        "from mothray import moth\n"
+        "from mothray.simulate import single_xla_thread\n"
+        "before = os.sched_getaffinity(0)\n"
+        "single_xla_thread()\n"
+        "moth.integrate(*moth.sample(np.random.default_rng(0), 10))\n"
+        "tasks = os.listdir('/proc/self/task')\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read() for t in tasks]\n"
+        "assert all(os.sched_getaffinity(int(t)) == before for t in tasks)\n"
+        "print(sum(name.startswith('tf_XLAEigen') for name in names))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "1"
