@@ -186,7 +186,56 @@ class Pose(NamedTuple):
 
 
 def pose(theta, phi) -> Pose:
-    return Pose(jnp.sin(theta), jnp.cos(theta), jnp.sin(phi), jnp.cos(phi))
+    sin_theta, cos_theta = sincos(theta)
+    sin_phi, cos_phi = sincos(phi)
+    return Pose(sin_theta, cos_theta, sin_phi, cos_phi)
+
+
+# sin and cos together, in plain arithmetic that XLA vectorises: XLA's own float64 sin and cos
+# on CPU cost ~14 ns each and were ~45% of an integration step. Reduction by π/2 in three
+# parts (Cody-Waite), then the minimax kernels of fdlibm (k_sin.c, k_cos.c) on |r| <= π/4:
+# within 2.3e-16 of numpy for |x| <= 1e4 (tested), far beyond any body angle here.
+_HALF_PI_PARTS = (1.57079632673412561417e00, 6.07710050630396597660e-11, 2.02226624871116645580e-21)
+_SIN_KERNEL = (
+    -1.66666666666666324348e-01,
+    8.33333333332248946124e-03,
+    -1.98412698298579493134e-04,
+    2.75573137070700676789e-06,
+    -2.50507602534068634195e-08,
+    1.58969099521155010221e-10,
+)
+_COS_KERNEL = (
+    4.16666666666666019037e-02,
+    -1.38888888888741095749e-03,
+    2.48015872894767294178e-05,
+    -2.75573143513906633035e-07,
+    2.08757232129817482790e-09,
+    -1.13596475577881948265e-11,
+)
+
+
+def _polynomial(coefficients, z):
+    """Σ coefficients[k] z^k by Horner's rule."""
+    total = coefficients[-1]
+    for coefficient in reversed(coefficients[:-1]):
+        total = total * z + coefficient
+    return total
+
+
+def sincos(x):
+    """(sin x, cos x) for float64 arrays, to about one ulp for |x| <= 1e4."""
+    turns = jnp.round(x * (2 / np.pi))
+    r = x
+    for part in _HALF_PI_PARTS:
+        r = r - turns * part
+    z = r * r
+    sin_r = r + r * z * _polynomial(_SIN_KERNEL, z)
+    cos_r = 1 - 0.5 * z + z * z * _polynomial(_COS_KERNEL, z)
+    quadrant = turns - 4 * jnp.floor(turns / 4)
+    first, second, third = quadrant == 0, quadrant == 1, quadrant == 2  # else the fourth, or NaN
+    sin = jnp.where(first, sin_r, jnp.where(second, cos_r, jnp.where(third, -sin_r, -cos_r)))
+    cos = jnp.where(first, cos_r, jnp.where(second, -sin_r, jnp.where(third, -cos_r, sin_r)))
+    return sin, cos
 
 
 def solve_mass(body: Body, p: Pose, rx, ry, rtheta, rphi):

@@ -190,3 +190,19 @@ def test_physics_imports_with_numpy_and_jax_only():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sincos_is_within_an_ulp_of_numpy():
+    x = np.concatenate(
+        [
+            np.random.default_rng(8).uniform(-1e4, 1e4, 200_000),
+            np.arange(-400, 401) * np.pi / 4,  # quadrant boundaries
+            [0.0, -0.0, 1e-300],
+        ]
+    )
+    with jax.enable_x64(True):
+        sin, cos = jax.jit(moth.sincos)(jnp.asarray(x))
+        not_finite = jax.jit(moth.sincos)(jnp.asarray([np.nan, np.inf, -np.inf]))
+    np.testing.assert_allclose(sin, np.sin(x), rtol=0, atol=4.5e-16)
+    np.testing.assert_allclose(cos, np.cos(x), rtol=0, atol=4.5e-16)
+    assert np.isnan(np.asarray(not_finite)).all()
