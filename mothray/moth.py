@@ -375,7 +375,7 @@ def acceleration_jacobian(params: MothParameters, body: Body, u: Controls, theta
 # 5th order Rosenbrock method with a 4th order embedded estimate, built for stiff and
 # index-1 problems. Unlike IMEX or SDIRK schemes it shows no order reduction on the slow
 # manifold of the joint damper here (local error at h = 1 ms: ~1e-6 of θ̇ against ~1e-2),
-# so 20 ms take ~20 steps. Each step solves with W = I/(hγ) - J; because q̇ = v and the
+# so 20 ms take ~30 steps. Each step solves with W = I/(hγ) - J; because q̇ = v and the
 # accelerations ignore x and y, that reduces to one 4x4 system per trajectory.
 # --------------------------------------------------------------------------------------
 
@@ -563,10 +563,9 @@ class Lanes(NamedTuple):
     controls: Controls
 
 
-def _load(lanes: Lanes, refill, trajectory, initial_state, controls, body_scale) -> Lanes:
+def _load(lanes: Lanes, refill, trajectory, initial_state, bodies, controls) -> Lanes:
     """Start trajectory `trajectory` at t = 0 in the lanes where `refill` is set."""
-    params = MothParameters()
-    rows = jnp.minimum(trajectory, body_scale.shape[0] - 1)
+    rows = jnp.minimum(trajectory, initial_state.shape[1] - 1)
     start = initial_state[:, rows]
     fresh = Lanes(
         trajectory=trajectory,
@@ -575,8 +574,8 @@ def _load(lanes: Lanes, refill, trajectory, initial_state, controls, body_scale)
         h=jnp.full_like(lanes.h, INITIAL_STEP),
         q=tuple(start[0::2]),
         v=tuple(start[1::2]),
-        body=body_constants(params, body_scale[rows]),
-        controls=controls_terms(controls[:, rows]),
+        body=jax.tree.map(lambda column: column[rows], bodies),
+        controls=jax.tree.map(lambda column: column[rows], controls),
     )
     return jax.tree.map(lambda new, old: jnp.where(refill, new, old), fresh, lanes)
 
@@ -591,6 +590,7 @@ def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, lane
     """
     params = MothParameters()
     capacity, outputs = body_scale.shape[0], t_eval.shape[0]
+    bodies, controls = body_constants(params, body_scale), controls_terms(controls)
     idle = Lanes(
         trajectory=jnp.full(lanes, capacity),
         target=jnp.zeros(lanes, int),
@@ -598,18 +598,12 @@ def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, lane
         h=jnp.ones(lanes),
         q=(jnp.zeros(lanes),) * 4,
         v=(jnp.zeros(lanes),) * 4,
-        body=body_constants(params, jnp.ones(lanes)),
-        controls=controls_terms(jnp.zeros((3, lanes))),
+        body=jax.tree.map(lambda column: column[:lanes], bodies),
+        controls=jax.tree.map(lambda column: column[:lanes], controls),
     )
     first = jnp.arange(lanes)
-    state = _load(
-        idle,
-        first < count,
-        jnp.where(first < count, first, capacity),
-        initial_state,
-        controls,
-        body_scale,
-    )
+    refill = first < count
+    state = _load(idle, refill, jnp.where(refill, first, capacity), initial_state, bodies, controls)
     carry = (
         state,
         jnp.minimum(count, lanes),  # next trajectory to load
@@ -659,8 +653,8 @@ def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, lane
             free,
             trajectory,
             initial_state,
+            bodies,
             controls,
-            body_scale,
         )
         next_trajectory = jnp.minimum(next_trajectory + jnp.sum(free), count)
         return s, next_trajectory, jnp.where(free, 0, steps), states, ok
