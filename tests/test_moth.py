@@ -132,13 +132,15 @@ def test_failed_rows_are_flagged_nan_and_leave_the_others_untouched():
     np.testing.assert_array_equal(states[others], clean[others])
 
 
-def test_results_do_not_depend_on_batch_order():
+def test_results_do_not_depend_on_batch_order_or_size():
     initial, controls = random_states(300, seed=5)
     states, ok = moth.integrate(initial, controls)
     order = np.random.default_rng(0).permutation(300)
     shuffled, shuffled_ok = moth.integrate(initial[order], controls[order])
     np.testing.assert_array_equal(shuffled, states[order])
     np.testing.assert_array_equal(shuffled_ok, ok[order])
+    few, _ = moth.integrate(initial[:40], controls[:40])  # other padding, other lane count
+    np.testing.assert_array_equal(few, states[:40])
 
 
 def test_t_eval_may_start_at_zero():
