@@ -18,11 +18,10 @@ import numpy as np
 from numba import njit
 from scipy.integrate import ODEintWarning, odeint
 
-from mothray.moth import MothParameters
+from mothray.moth import STATE_NAMES, MothParameters
 
-# The seven lengths the body scale multiplies (moth-model.md), and the state order.
+# The seven lengths the body scale multiplies (moth-model.md).
 SCALED_LENGTHS = ("b_head", "a_head", "b_abd", "a_abd", "L1", "L2", "L3")
-STATE_NAMES = ("x", "xdot", "y", "ydot", "theta", "thetadot", "phi", "phidot")
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "moth_reference.npz"
 T_EVAL = np.array([0.01, 0.02])  # output times of the 10 ms check
 
