@@ -17,7 +17,6 @@ import numpy as np
 from jax import lax
 
 STATE_NAMES = ("x", "xdot", "y", "ydot", "theta", "thetadot", "phi", "phidot")
-CONTROL_NAMES = ("force", "alpha", "torque")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,14 @@ import zarr
 
 from mothray import __version__, moth
 from mothray.config import ConfigError, SimulationConfig
-from mothray.simulate import SimulationError, open_dataset, simulate, summary
+from mothray.simulate import (
+    Chunk,
+    SimulationError,
+    compute_chunk,
+    open_dataset,
+    simulate,
+    summary,
+)
 
 CONFIG = SimulationConfig(train=2400, test=600, chunk=200, seed=7)
 SPLITS = {"train": 0, "test": 1}
@@ -191,6 +198,32 @@ def test_killed_worker_is_retried_and_the_dataset_is_identical(ray_cluster, refe
     assert killed, "no running simulate_chunk task was found to kill"
     assert summary(out).complete
     assert_identical(out, reference)
+
+
+def test_failed_trajectories_stay_flagged_and_are_counted(ray_cluster, tmp_path):
+    # Valid but absurd speeds: the drag overflows, so every trajectory fails.
+    ranges = dataclasses.replace(moth.SamplingRanges(), xdot=(1e150, 1e151))
+    config = dataclasses.replace(CONFIG, train=400, test=200, sampling=ranges)
+    out = simulate(config, tmp_path / "store", progress=False)
+    result = summary(out)
+    assert result.complete
+    assert {split: part.failed for split, part in result.splits.items()} == {
+        "train": 400,
+        "test": 200,
+    }
+    train = open_dataset(out)["train"]
+    assert not train["ok"][:].any() and np.isnan(train["final_state"][:]).all()
+    assert np.isfinite(train["initial_state"][:]).all()
+
+
+def test_chunks_are_integrated_at_the_configured_body_scale():
+    config = dataclasses.replace(CONFIG, body_scale=1.3)
+    chunk = Chunk("train", 1, 200, 400)
+    rows = compute_chunk(config, chunk)
+    expected, _ = moth.integrate(rows["initial_state"], rows["controls"], body_scale=1.3)
+    unscaled, _ = moth.integrate(rows["initial_state"], rows["controls"])
+    np.testing.assert_array_equal(rows["final_state"], expected)
+    assert not np.allclose(rows["final_state"], unscaled)
 
 
 def test_file_url_store(ray_cluster, reference, tmp_path):
