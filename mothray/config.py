@@ -4,8 +4,12 @@ Configs are frozen dataclasses. `parse` builds one from plain data (what `yaml.s
 returns) and checks every field on the way: unknown keys, wrong types and out-of-range values
 raise a ConfigError that names the full field path (e.g. `simulation.sampling.xdot`) and what
 is allowed. Field types understood: bool, int (bool is not an int), float (finite; ints are
-accepted), str, nested config dataclasses, and `tuple[float, float]`, which is always an
-interval [low, high] with low < high. A range check is attached to a field as a `Rule`.
+accepted), str, nested config dataclasses, `tuple[float, float]`, which is always an interval
+[low, high] with low < high, and `tuple[int, ...]` / `tuple[float, ...]`, non-empty lists.
+A range check is attached to a field as a `Rule`.
+
+Imports nothing beyond the standard library, numpy and the physics, so that the training
+engine can read its config on machines without the orchestration stack; YAML is read lazily.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 from mothray.moth import SamplingRanges
 
@@ -40,6 +42,22 @@ class Rule:
 POSITIVE = Rule(lambda value: value > 0, "> 0")
 NON_NEGATIVE = Rule(lambda value: value >= 0, ">= 0")
 NON_EMPTY = Rule(lambda value: value != "", "non-empty")
+FRACTION = Rule(lambda value: 0 < value < 1, "in (0, 1)")
+ALL_POSITIVE = Rule(lambda values: all(value > 0 for value in values), "all > 0")
+
+
+def one_of(*choices: str) -> Rule:
+    """A rule allowing exactly the given strings."""
+    return Rule(lambda value: value in choices, "one of " + ", ".join(map(repr, choices)))
+
+
+def _is_schedule(levels: tuple[float, ...]) -> bool:
+    return all(0 <= level < 1 for level in levels) and all(
+        earlier < later for earlier, later in zip(levels, levels[1:], strict=False)
+    )
+
+
+SCHEDULE = Rule(_is_schedule, "strictly increasing sparsities in [0, 1)")
 
 
 def ruled(default: Any, rule: Rule) -> Any:
@@ -60,12 +78,49 @@ class SimulationConfig:
     sampling: SamplingRanges = field(default_factory=SamplingRanges)
 
 
+PAPER_SCHEDULE = (0.0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85)
+PAPER_SCHEDULE += (0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Network, optimiser, early stopping and pruning schedule; defaults are protocol.md's.
+
+    Early stopping: every `stop_check_every` steps, once a network has taken more than
+    2 * `stop_window` steps at the current level, it stops if the mean validation loss of its
+    older window divided by that of its newest window is below `stop_ratio`.
+    """
+
+    hidden: tuple[int, ...] = ruled((400, 400, 400, 16), ALL_POSITIVE)
+    activation: str = ruled("tanh", one_of("tanh", "arctan"))
+    init_std: float = ruled(0.2, POSITIVE)
+    learning_rate: float = ruled(5e-4, POSITIVE)
+    batch_size: int = ruled(128, POSITIVE)
+    validation_fraction: float = ruled(0.2, FRACTION)  # of the training trajectories
+    schedule: tuple[float, ...] = ruled(PAPER_SCHEDULE, SCHEDULE)
+    threshold: float = ruled(1e-3, POSITIVE)  # test MSE under which a network performs
+    prune_biases: bool = True
+    stop_check_every: int = ruled(100, POSITIVE)
+    stop_window: int = ruled(500, POSITIVE)  # must be a multiple of stop_check_every
+    stop_ratio: float = ruled(1.01, POSITIVE)
+    precision: str = ruled("float32", one_of("float32", "tensorfloat32", "bfloat16"))
+    eval_batch_size: int = ruled(4096, POSITIVE)  # examples per network per evaluation pass
+
+    def __post_init__(self) -> None:
+        if self.stop_window % self.stop_check_every:
+            raise ConfigError(
+                f"stop_window: must be a multiple of stop_check_every ({self.stop_check_every}),"
+                f" got {self.stop_window}"
+            )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment preset (experiments/*.yaml); later stages add their sections here."""
 
     name: str = field(metadata={"rule": NON_EMPTY})
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
 
 
 def parse(cls: type[T], data: Any, path: str = "") -> T:
@@ -94,7 +149,10 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
         if rule is not None and not rule.check(value):
             raise ConfigError(f"{where}: must be {rule.allowed}, got {value!r}")
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as err:  # a check across fields, in __post_init__
+        raise ConfigError(_join(path, str(err))) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -114,6 +172,8 @@ def override(config: T, changes: Mapping[str, Any], path: str) -> T:
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment preset; errors name the file and the field."""
+    import yaml
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as err:
@@ -148,6 +208,11 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
         return value
     if kind == tuple[float, float]:
         return _interval(value, where)
+    if typing.get_origin(kind) is tuple and typing.get_args(kind)[1:] == (Ellipsis,):
+        if not isinstance(value, list | tuple) or not value:
+            raise ConfigError(f"{where}: must be a non-empty list, got {_describe(value)}")
+        item = typing.get_args(kind)[0]
+        return tuple(_convert(item, entry, f"{where}[{i}]") for i, entry in enumerate(value))
     raise TypeError(f"{where}: config fields of type {kind} are not supported")
 
 

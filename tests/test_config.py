@@ -10,6 +10,7 @@ from mothray.config import (
     ConfigError,
     ExperimentConfig,
     SimulationConfig,
+    TrainConfig,
     load_experiment,
     override,
     parse,
@@ -135,3 +136,48 @@ def test_override_replaces_and_validates():
     assert (config.train, config.seed, config.test) == (7, 2, SimulationConfig().test)
     with pytest.raises(ConfigError, match=r"^simulation.chunk: must be > 0"):
         override(config, {"chunk": -3}, "simulation")
+
+
+def test_training_defaults_are_the_protocol():
+    config = TrainConfig()
+    assert config.hidden == (400, 400, 400, 16)
+    assert (config.activation, config.init_std, config.learning_rate) == ("tanh", 0.2, 5e-4)
+    assert (config.batch_size, config.validation_fraction, config.threshold) == (128, 0.2, 1e-3)
+    assert len(config.schedule) == 18 and config.schedule[0] == 0 and config.schedule[-1] == 0.98
+    assert (config.stop_check_every, config.stop_window, config.stop_ratio) == (100, 500, 1.01)
+    assert config.prune_biases and config.precision == "float32"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hidden: []", "training.hidden: must be a non-empty list, got []"),
+        ("hidden: 400", "training.hidden: must be a non-empty list, got 400 (int)"),
+        ("hidden: [400, 0]", "training.hidden: must be all > 0, got (400, 0)"),
+        ("hidden: [400, 2.5]", "training.hidden[1]: must be an integer, got 2.5"),
+        ("activation: relu", "training.activation: must be one of 'tanh', 'arctan', got 'relu'"),
+        ("precision: fp8", "training.precision: must be one of 'float32', 'tensorfloat32'"),
+        ("schedule: []", "training.schedule: must be a non-empty list"),
+        ("schedule: [0, 0.5, 0.5]", "training.schedule: must be strictly increasing sparsities"),
+        ("schedule: [0.5, 0.2]", "training.schedule: must be strictly increasing sparsities"),
+        ("schedule: [0, 1.0]", "in [0, 1), got (0.0, 1.0)"),
+        ("schedule: [-0.1, 0.5]", "training.schedule: must be strictly increasing"),
+        ("threshold: 0", "training.threshold: must be > 0, got 0.0"),
+        ("threshold: -0.001", "training.threshold: must be > 0"),
+        ("learning_rate: 0", "training.learning_rate: must be > 0"),
+        ("batch_size: 0", "training.batch_size: must be > 0"),
+        ("validation_fraction: 1", "training.validation_fraction: must be in (0, 1)"),
+        ("prune_biases: 1", "training.prune_biases: must be true or false"),
+        ("stop_window: 450", "training.stop_window: must be a multiple of stop_check_every (100)"),
+        ("stop_windw: 500", "training.stop_windw: unknown key"),
+    ],
+)
+def test_training_errors_name_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, f"name: x\ntraining:\n  {text}\n")
+
+
+def test_presets_have_training_sections():
+    assert load_experiment(EXPERIMENTS / "paper.yaml").training == TrainConfig()
+    demo = load_experiment(EXPERIMENTS / "demo.yaml").training
+    assert sum(demo.hidden) < sum(TrainConfig().hidden)

@@ -1,0 +1,287 @@
+"""The training engine: pruning invariants, per-network independence, resume, learning."""
+
+import dataclasses
+import math
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mothray import data, moth, train
+from mothray.config import TrainConfig
+
+SEEDS = [11, 12, 13, 14, 15, 16, 17, 18]
+# Small enough for seconds on a CPU; batch 16 gives 300 steps per epoch, so early stopping
+# (first check after 2 * 60 + 20 = 140 steps) can act before the epoch ends.
+CONFIG = TrainConfig(
+    hidden=(16, 16, 16, 4),
+    batch_size=16,
+    learning_rate=2e-3,  # fast enough to learn in a few hundred steps
+    schedule=(0.0, 0.5, 0.8, 0.98),
+    stop_check_every=20,
+    stop_window=60,
+    eval_batch_size=1000,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """A few thousand real trajectories of the moth, as network splits."""
+    rng = np.random.default_rng(3)
+
+    def rows(n):
+        initial_state, controls = moth.sample(rng, n, moth.SamplingRanges())
+        final_state, ok = moth.integrate(initial_state, controls)
+        return {
+            "initial_state": initial_state,
+            "controls": controls,
+            "final_state": final_state,
+            "ok": ok,
+        }
+
+    return data.from_arrays(rows(6000), rows(2000))
+
+
+@pytest.fixture(scope="module")
+def sweep(dataset):
+    """Every level of a sweep of 8 networks, with the states `on_level` was handed."""
+    states = []
+    result = train.prune_sweep(
+        dataset.splits, CONFIG, SEEDS, on_level=lambda level, partial, state: states.append(state)
+    )
+    return result, states
+
+
+def test_result_shapes(sweep):
+    result, states = sweep
+    levels, networks, layers = len(CONFIG.schedule), len(SEEDS), len(CONFIG.hidden) + 1
+    assert result.sparsity.tolist() == list(CONFIG.schedule)
+    assert result.losses.shape == (levels, networks, 3)
+    assert result.steps.shape == (levels, networks)
+    assert result.remaining.shape == (levels, networks, layers)
+    assert [w.shape for w in result.weights] == [
+        (levels, networks, n_in, n_out) for n_in, n_out in train.layer_sizes(CONFIG)
+    ]
+    assert [b.shape for b in result.biases] == [
+        (levels, networks, n_out) for _, n_out in train.layer_sizes(CONFIG)
+    ]
+    assert all(w.dtype == np.float32 for w in result.weights)
+    assert [len(state.result.levels) for state in states] == list(range(1, levels + 1))
+
+
+def test_every_level_prunes_exactly_and_masked_weights_are_zero(sweep):
+    result, _ = sweep
+    for values, masks in [(result.weights, result.masks), (result.biases, result.bias_masks)]:
+        for layer_values, layer_masks in zip(values, masks, strict=True):
+            assert layer_masks.dtype == bool
+            assert np.all(layer_values[~layer_masks] == 0)
+            n = layer_masks[0, 0].size
+            removed = (~layer_masks).reshape(*layer_masks.shape[:2], -1).sum(axis=2)
+            expected = [math.floor(s * n) for s in CONFIG.schedule]
+            assert (removed == np.array(expected)[:, None]).all()
+            # monotone: what is removed at one level stays removed at every later one
+            assert np.all(layer_masks[1:] <= layer_masks[:-1])
+    kept = [n_in * n_out for n_in, n_out in train.layer_sizes(CONFIG)]
+    expected_remaining = [[n - math.floor(s * n) for n in kept] for s in CONFIG.schedule]
+    assert (result.remaining == np.array(expected_remaining)[:, None, :]).all()
+
+
+def test_the_smallest_weights_are_removed(sweep):
+    """Each newly removed weight was no larger than any kept one, at the previous level."""
+    result, _ = sweep
+    for weights, masks in zip(result.weights, result.masks, strict=True):
+        for level in range(1, len(CONFIG.schedule)):
+            for k in range(len(SEEDS)):
+                before, now = weights[level - 1, k], masks[level, k]
+                newly = masks[level - 1, k] & ~now
+                if newly.any():
+                    assert np.abs(before[newly]).max() <= np.abs(before[now]).min()
+
+
+def test_biases_are_kept_when_configured_off(dataset):
+    config = dataclasses.replace(CONFIG, prune_biases=False, schedule=(0.0, 0.9))
+    result = train.prune_sweep(dataset.splits, config, SEEDS)
+    assert all(mask.all() for mask in result.bias_masks)
+    assert not result.masks[0][1].all()
+
+
+def test_a_network_trained_alone_matches_its_batch(dataset, sweep):
+    result, _ = sweep
+    alone = train.prune_sweep(dataset.splits, CONFIG, [SEEDS[5]])
+    np.testing.assert_array_equal(alone.steps[:, 0], result.steps[:, 5])
+    np.testing.assert_allclose(alone.losses[:, 0], result.losses[:, 5], rtol=1e-4)
+    for mine, batched in zip(alone.masks, result.masks, strict=True):
+        np.testing.assert_array_equal(mine[:, 0], batched[:, 5])
+
+
+def test_networks_stop_on_their_own_validation_loss(dataset, sweep):
+    """Early stopping acts per network: some stop before the epoch ends, not all together."""
+    result, _ = sweep
+    epoch = len(dataset.splits.train[0]) // CONFIG.batch_size
+    assert (result.steps <= epoch).all()
+    assert (result.steps < epoch).any()
+    assert len(np.unique(result.steps)) > 1
+    stopped = result.steps[result.steps < epoch]
+    first_check = 2 * CONFIG.stop_window + CONFIG.stop_check_every
+    assert (stopped >= first_check).all() and (stopped % CONFIG.stop_check_every == 0).all()
+
+
+def test_the_first_check_comes_after_two_windows_and_none_past_the_epoch(dataset):
+    always = dataclasses.replace(CONFIG, stop_ratio=1e9, schedule=(0.0,))
+    result = train.prune_sweep(dataset.splits, always, SEEDS)
+    assert (result.steps == 2 * CONFIG.stop_window + CONFIG.stop_check_every).all()
+    never = dataclasses.replace(always, stop_ratio=1e-9)
+    result = train.prune_sweep(dataset.splits, never, SEEDS)
+    assert (result.steps == len(dataset.splits.train[0]) // CONFIG.batch_size).all()
+
+
+def test_stalled_compares_the_mean_loss_of_the_two_windows():
+    history = jnp.array(
+        [
+            [1.0, 1.0, 1.0, 0.995, 0.995, 0.995],  # 0.5% better: stalled
+            [1.0, 1.0, 1.0, 0.98, 0.98, 0.98],  # 2% better: still learning
+            [1.2, 0.9, 0.9, 0.99, 0.99, 0.99],  # means 1.0 and 0.99: ratio 1.0101
+            [1.0, 1.0, 1.0, 1.1, 1.1, 1.1],  # worse: stalled
+        ]
+    )
+    assert train.stalled(history, jnp.float32(1.01)).tolist() == [True, False, False, True]
+
+
+def test_same_seeds_same_result(dataset, sweep):
+    result, _ = sweep
+    again = train.prune_sweep(dataset.splits, CONFIG, SEEDS)
+    np.testing.assert_array_equal(again.losses, result.losses)
+    np.testing.assert_array_equal(again.steps, result.steps)
+    for mine, theirs in zip(again.weights, result.weights, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_resume_equals_the_uninterrupted_run(dataset, sweep, level):
+    result, states = sweep
+    resumed = train.prune_sweep(dataset.splits, CONFIG, SEEDS, resume=states[level])
+    np.testing.assert_array_equal(resumed.losses, result.losses)
+    np.testing.assert_array_equal(resumed.steps, result.steps)
+    for mine, theirs in zip(
+        resumed.weights + resumed.masks, result.weights + result.masks, strict=True
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_resume_refuses_a_state_of_other_seeds(dataset, sweep):
+    _, states = sweep
+    with pytest.raises(ValueError, match="seeds"):
+        train.prune_sweep(dataset.splits, CONFIG, SEEDS[:4], resume=states[0])
+
+
+def test_a_diverging_network_is_frozen_and_the_others_are_unaffected(dataset, sweep):
+    """Network 2's weights are blown up after level 0: its loss is infinite from then on."""
+    result, states = sweep
+    state = states[0]
+    networks = state.result.snapshot(0)
+    blown = [w.copy() for w in networks.weights]
+    blown[-1][2] *= 1e30
+    broken_level = state.result.levels[0]._replace(networks=networks._replace(weights=blown))
+    broken = state._replace(result=dataclasses.replace(state.result, levels=(broken_level,)))
+    resumed = train.prune_sweep(dataset.splits, CONFIG, SEEDS, resume=broken)
+    others = [k for k in range(len(SEEDS)) if k != 2]
+    np.testing.assert_array_equal(resumed.losses[1:, others], result.losses[1:, others])
+    np.testing.assert_array_equal(resumed.steps[1:, others], result.steps[1:, others])
+    assert resumed.diverged[1:, 2].all() and not resumed.diverged[:, others].any()
+    assert (resumed.steps[1:, 2] == 0).all()
+    assert not np.isfinite(resumed.losses[1, 2]).any()
+    # frozen: pruning aside, its weights no longer change
+    last = resumed.snapshot(len(CONFIG.schedule) - 1)
+    mask = last.masks[0][2]
+    np.testing.assert_array_equal(last.weights[0][2][mask], blown[0][2][mask])
+
+
+def test_training_lowers_the_loss_and_extreme_sparsity_raises_it(dataset, sweep):
+    result, _ = sweep
+    params = train.init_params(np.array(SEEDS), CONFIG)
+    untrained = train.evaluate(params, *dataset.splits.test, train.Model())
+    test_loss = result.losses[:, :, 2]
+    assert (test_loss.min(axis=0) < 0.6 * untrained).all()
+    assert (test_loss[-1] > 1.5 * test_loss.min(axis=0)).all()
+    assert np.all(np.isfinite(result.losses)) and not result.diverged.any()
+
+
+def test_losses_are_mse_on_every_example(dataset, sweep):
+    result, _ = sweep
+    networks = result.snapshot(1)
+    inputs, targets = dataset.splits.val
+    k = 3
+    hidden = inputs.astype(np.float64)
+    for layer in range(len(networks.weights)):
+        hidden = hidden @ networks.weights[layer][k] + networks.biases[layer][k]
+        if layer < len(networks.weights) - 1:
+            hidden = np.tanh(hidden)
+    np.testing.assert_allclose(result.losses[1, k, 1], np.mean((hidden - targets) ** 2), rtol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["tensorfloat32", "bfloat16"])
+def test_reduced_precision_keeps_losses_within_5_percent(dataset, precision):
+    config = dataclasses.replace(CONFIG, schedule=(0.0, 0.5))
+    exact = train.prune_sweep(dataset.splits, config, SEEDS).losses
+    reduced = dataclasses.replace(config, precision=precision)
+    np.testing.assert_allclose(
+        train.prune_sweep(dataset.splits, reduced, SEEDS).losses, exact, rtol=0.05
+    )
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 100, 128, 1000, 4097])
+def test_batches_walk_a_permutation_of_the_split(size):
+    keys = train._data_keys(np.array([1, 2]), level=0)[:, 0]
+    positions = jnp.arange(2 * size, dtype=jnp.uint32)  # two passes: positions wrap around
+    rows = np.asarray(train._shuffled_rows(positions, keys, size))
+    for network_rows in rows:
+        assert sorted(network_rows[:size]) == list(range(size))
+        np.testing.assert_array_equal(network_rows[size:], network_rows[:size])
+    if size > 3:
+        assert not np.array_equal(rows[0], rows[1])
+        assert not np.array_equal(rows[0], np.arange(size))
+
+
+def test_bad_inputs_are_refused(dataset):
+    with pytest.raises(ValueError, match="seeds"):
+        train.prune_sweep(dataset.splits, CONFIG, [])
+    with pytest.raises(ValueError, match="seeds"):
+        train.prune_sweep(dataset.splits, CONFIG, [-1])
+    (inputs, targets), val, test = dataset.splits
+    with pytest.raises(ValueError, match="splits.train"):
+        train.prune_sweep(data.Splits((inputs[:, :9], targets), val, test), CONFIG, [1])
+    with pytest.raises(ValueError, match="batch"):
+        train.prune_sweep(data.Splits((inputs[:5], targets[:5]), val, test), CONFIG, [1])
+
+
+def test_engine_runs_without_ray_zarr_or_yaml():
+    """Accelerator images have jax, optax and numpy only: the engine must import and run."""
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'ray', 'zarr', 'yaml', 'rich', 'fsspec', 'scipy', 'pandas'}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from mothray.config import TrainConfig
+from mothray.data import Splits
+from mothray.train import prune_sweep
+rng = np.random.default_rng(0)
+split = lambda n: (rng.random((n, 10), np.float32), rng.random((n, 7), np.float32))
+config = TrainConfig(hidden=(4,), batch_size=8, schedule=(0.0, 0.5), eval_batch_size=16)
+result = prune_sweep(Splits(split(64), split(16), split(16)), config, [1, 2])
+assert result.losses.shape == (2, 2, 3)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "weights"),
+    [((400, 400, 400, 16), 330_512), ((200, 200, 200, 8), 83_656), ((50, 50, 50, 8), 5_956)],
+)
+def test_architectures_have_the_protocol_weight_counts(hidden, weights):
+    sizes = train.layer_sizes(TrainConfig(hidden=hidden))
+    assert sum(n_in * n_out for n_in, n_out in sizes) == weights
