@@ -33,6 +33,7 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) benchmarks/simulate.py
+	$(PY) benchmarks/train.py --repeats 3
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
-from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from baseline_odeint import REFERENCE, baseline_integrate, check_reference, integrate_baseline
+from common import machine, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -56,32 +53,6 @@ def command(args: argparse.Namespace) -> str:
     )
     line += f" --seed {args.seed} --core {args.core}"
     return line + (f" --json {args.json}" if args.json else "")
-
-
-def machine() -> dict:
-    """Where the figures come from: cores, CPU model, load and library versions."""
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    libraries = ("jax", "jaxlib", "numpy", "scipy", "numba")
-    return {
-        "cores": os.cpu_count(),
-        "pinned_to": sorted(os.sched_getaffinity(0)),
-        "cpu": models[0] if models else platform.processor(),
-        "python": platform.python_version(),
-        "load_average_1min": os.getloadavg()[0],
-        **{name: metadata.version(name) for name in libraries},
-    }
-
-
-def timed(function: Callable, *args, **kwargs) -> tuple[object, float, float]:
-    """Call function; return its result, CPU seconds (all threads) and wall seconds."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
 def speed(n: int, cpu: float, wall: float) -> dict:
@@ -126,7 +97,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     theirs = speed(args.baseline, cpu, wall)
     return {
         "command": command(args),
-        "machine": machine(),
+        "machine": machine(("jax", "jaxlib", "numpy", "scipy", "numba")),
         "integrate": {
             **ours,
             "compile": compiled,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mothray.config import TrainConfig, validate
 from mothray.data import Splits
@@ -171,7 +172,8 @@ def prune_sweep(
     """
     config = validate(config)
     seeds = _check_seeds(seeds)
-    data = _to_device(splits, config)
+    by_network, replicated = network_sharding(len(seeds))
+    data = jax.device_put(_checked_data(splits, config), replicated)
     model = Model(config.activation, config.precision)
     stepping = Stepping(config.batch_size, config.stop_check_every, config.stop_window)
     rates = Rates(jnp.float32(config.learning_rate), jnp.float32(config.stop_ratio))
@@ -185,10 +187,13 @@ def prune_sweep(
     else:
         params, masks, opt_state, diverged = _restore(resume, seeds, config, optimizer)
         records = list(resume.result.levels)
+    params, masks, opt_state, diverged = jax.device_put(
+        (params, masks, opt_state, diverged), by_network
+    )
     for level in range(len(records), len(config.schedule)):
         sparsity = config.schedule[level]
         params, masks = prune(params, masks, removed_counts(sparsity, config))
-        keys = _data_keys(seeds, level)
+        keys = jax.device_put(_data_keys(seeds, level), by_network)
         params, opt_state, steps, diverged = train_level(
             params, opt_state, masks, diverged, keys, data, rates, model, stepping
         )
@@ -197,7 +202,8 @@ def prune_sweep(
         )
         result = SweepResult(seeds, tuple(records))
         if on_level is not None:
-            leaves = tuple(np.asarray(leaf) for leaf in jax.tree.leaves(opt_state))
+            # copies: the device buffers are donated to the next level's training
+            leaves = tuple(np.array(leaf) for leaf in jax.tree.leaves(opt_state))
             on_level(level, result, SweepState(result, leaves))
     return SweepResult(seeds, tuple(records))
 
@@ -322,12 +328,19 @@ def train_level(
         loss, grads = loss_and_grad(params, train_x[rows], train_y[rows], model)
         val_loss = batched_mse(params, val_x[val_rows], val_y[val_rows], model)
         updates, new_opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-        updates = jax.tree.map(lambda u, mask: jnp.where(mask, u, 0.0), updates, masks)
         finite = jnp.isfinite(loss) & jnp.isfinite(val_loss)
         live = active & (t < epoch_steps)
         apply = live & finite
-        params = _select(apply, optax.apply_updates(params, updates), params)
-        opt_state = _select(apply, new_opt_state, opt_state)
+        # one select per leaf: removed weights stay exactly zero, frozen networks unchanged
+        params = jax.tree.map(
+            lambda new, old, mask: jnp.where(mask & _per_network(apply, mask), new, old),
+            optax.apply_updates(params, updates),
+            params,
+            masks,
+        )
+        opt_state = jax.tree.map(
+            lambda new, old: jnp.where(_per_network(apply, new), new, old), new_opt_state, opt_state
+        )
         carry = (params, opt_state, active & finite, diverged | (live & ~finite), taken + apply)
         return (*carry, t + 1), val_loss
 
@@ -363,13 +376,22 @@ def stalled(history: jax.Array, ratio: jax.Array) -> jax.Array:
     return older.mean(axis=1) / newer.mean(axis=1) < ratio
 
 
-def _select(condition: jax.Array, new: Any, old: Any) -> Any:
-    """Per network (leading axis), `new` where `condition` holds, else `old`."""
+def _per_network(flags: jax.Array, like: jax.Array) -> jax.Array:
+    """Per-network flags (K,) shaped to broadcast against an array with a leading K axis."""
+    return flags.reshape(-1, *[1] * (like.ndim - 1))
 
-    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
-        return jnp.where(condition.reshape(-1, *[1] * (a.ndim - 1)), a, b)
 
-    return jax.tree.map(pick, new, old)
+def network_sharding(networks: int) -> tuple[NamedSharding, NamedSharding]:
+    """Shardings that split the network axis over the local devices, and that replicate.
+
+    Networks are independent, so splitting them changes no result. All devices are used
+    when they divide the number of networks, else the most that do. On a CPU, give JAX one
+    device per core (JAX_NUM_CPU_DEVICES): one device runs batched matmuls on one core.
+    """
+    devices = jax.devices()
+    used = max(d for d in range(1, len(devices) + 1) if networks % d == 0)
+    mesh = Mesh(np.array(devices[:used]), ("networks",))
+    return NamedSharding(mesh, PartitionSpec("networks")), NamedSharding(mesh, PartitionSpec())
 
 
 def _shuffled_rows(positions: jax.Array, keys: jax.Array, size: int) -> jax.Array:
@@ -463,7 +485,8 @@ def _record(
 ) -> LevelRecord:
     """Evaluate a trained level and bring its networks to the host."""
     losses = np.stack([evaluate(params, *split, model, chunk) for split in data], axis=1)
-    host_params, host_masks = jax.device_get((params, masks))
+    # copies: the parameter buffers are donated to the next level's training
+    host_params, host_masks = jax.tree.map(np.array, (params, masks))
     networks = NetworkSnapshot(
         weights=tuple(layer.weights for layer in host_params),
         biases=tuple(layer.biases for layer in host_params),
@@ -506,8 +529,8 @@ def _check_seeds(seeds: Sequence[int]) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _to_device(splits: Splits, config: TrainConfig) -> _Data:
-    """Put the splits on the default device, checking shapes and that an epoch has a step."""
+def _checked_data(splits: Splits, config: TrainConfig) -> _Data:
+    """The splits as float32 arrays, checked for shape and that an epoch has a step."""
     for name, (inputs, targets) in zip(SPLIT_NAMES, splits, strict=True):
         if (
             inputs.ndim != 2
@@ -523,4 +546,4 @@ def _to_device(splits: Splits, config: TrainConfig) -> _Data:
             raise ValueError(f"splits.{name}: empty")
     if splits.train[0].shape[0] < config.batch_size:
         raise ValueError("splits.train: fewer rows than one batch")
-    return _Data(*(tuple(jnp.asarray(a, jnp.float32) for a in split) for split in splits))
+    return _Data(*(tuple(np.asarray(a, np.float32) for a in split) for split in splits))

@@ -108,12 +108,15 @@ def test_biases_are_kept_when_configured_off(dataset):
 
 
 def test_a_network_trained_alone_matches_its_batch(dataset, sweep):
+    """Taken: a network that stopped before others of its batch, so it stayed frozen."""
     result, _ = sweep
-    alone = train.prune_sweep(dataset.splits, CONFIG, [SEEDS[5]])
-    np.testing.assert_array_equal(alone.steps[:, 0], result.steps[:, 5])
-    np.testing.assert_allclose(alone.losses[:, 0], result.losses[:, 5], rtol=1e-4)
-    for mine, batched in zip(alone.masks, result.masks, strict=True):
-        np.testing.assert_array_equal(mine[:, 0], batched[:, 5])
+    k = int(np.flatnonzero((result.steps < result.steps.max(axis=1, keepdims=True)).any(0))[0])
+    alone = train.prune_sweep(dataset.splits, CONFIG, [SEEDS[k]])
+    np.testing.assert_array_equal(alone.steps[:, 0], result.steps[:, k])
+    np.testing.assert_allclose(alone.losses[:, 0], result.losses[:, k], rtol=1e-4)
+    pairs = zip(alone.weights + alone.masks, result.weights + result.masks, strict=True)
+    for mine, batched in pairs:
+        np.testing.assert_allclose(mine[:, 0], batched[:, k], rtol=1e-4, atol=1e-6)
 
 
 def test_networks_stop_on_their_own_validation_loss(dataset, sweep):
@@ -158,10 +161,20 @@ def test_same_seeds_same_result(dataset, sweep):
         np.testing.assert_array_equal(mine, theirs)
 
 
+def lazily(state: train.SweepState) -> train.SweepState:
+    """The state with every level's networks behind a loader, as if read back from disk."""
+    levels = tuple(
+        level._replace(networks=lambda networks=level.networks: networks)
+        for level in state.result.levels
+    )
+    return state._replace(result=dataclasses.replace(state.result, levels=levels))
+
+
 @pytest.mark.parametrize("level", [0, 2])
 def test_resume_equals_the_uninterrupted_run(dataset, sweep, level):
     result, states = sweep
-    resumed = train.prune_sweep(dataset.splits, CONFIG, SEEDS, resume=states[level])
+    resumed = train.prune_sweep(dataset.splits, CONFIG, SEEDS, resume=lazily(states[level]))
+    assert callable(resumed.levels[0].networks)  # earlier levels stay lazy
     np.testing.assert_array_equal(resumed.losses, result.losses)
     np.testing.assert_array_equal(resumed.steps, result.steps)
     for mine, theirs in zip(
@@ -285,3 +298,39 @@ assert result.losses.shape == (2, 2, 3)
 def test_architectures_have_the_protocol_weight_counts(hidden, weights):
     sizes = train.layer_sizes(TrainConfig(hidden=hidden))
     assert sum(n_in * n_out for n_in, n_out in sizes) == weights
+
+
+SHARDED_RUN = """
+import sys
+import jax
+import numpy as np
+from mothray import train
+from mothray.config import TrainConfig
+from mothray.data import Splits
+jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
+rng = np.random.default_rng(0)
+def split(n):
+    inputs = rng.uniform(-0.5, 0.5, (n, 10)).astype(np.float32)
+    return inputs, np.tanh(inputs @ rng.normal(size=(10, 7))).astype(np.float32) / 2
+config = TrainConfig(hidden=(8, 8), batch_size=16, schedule=(0.0, 0.6), stop_check_every=20,
+                     stop_window=40, eval_batch_size=256)
+splits = Splits(split(2000), split(500), split(500))
+assert train.network_sharding(4)[0].mesh.size == int(sys.argv[1])
+result = train.prune_sweep(splits, config, [5, 6, 7, 8])
+np.savez(sys.argv[2], losses=result.losses, steps=result.steps, weights=result.weights[0])
+"""
+
+
+def test_networks_split_over_devices_give_the_same_result(tmp_path):
+    """Two CPU devices each train half the networks; the result is that of one device."""
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"{devices}.npz"
+        subprocess.run(
+            [sys.executable, "-c", SHARDED_RUN, str(devices), str(out)], check=True, timeout=300
+        )
+        with np.load(out) as saved:
+            runs[devices] = {name: saved[name] for name in saved.files}
+    np.testing.assert_array_equal(runs[2]["steps"], runs[1]["steps"])
+    np.testing.assert_allclose(runs[2]["losses"], runs[1]["losses"], rtol=1e-5)
+    np.testing.assert_allclose(runs[2]["weights"], runs[1]["weights"], rtol=1e-4, atol=1e-6)
