@@ -147,7 +147,7 @@ def run_engine(splits, config, seeds) -> dict:
 
     from mothray import train
 
-    original, spent = getattr(train, "train_level", None), []
+    original, spent = train.train_level, []
 
     def timed_level(*args, **kwargs):
         leaves = jax.tree.leaves((args, kwargs))
@@ -157,20 +157,18 @@ def run_engine(splits, config, seeds) -> dict:
         spent.append(time.perf_counter() - start)
         return out
 
-    if original is not None:
-        train.train_level = timed_level
+    train.train_level = timed_level
     try:
         result = train.prune_sweep(splits, config, seeds)
     finally:
-        if original is not None:
-            train.train_level = original
+        train.train_level = original
     steps = np.asarray(result.steps)  # (L, K); the result is on the host: the work is done
     return {
         "steps": steps,
         "losses": np.asarray(result.losses),
         "remaining": np.asarray(result.remaining),
         "samples": int(steps.sum()) * config.batch_size,
-        "train_s": sum(spent) if original is not None else None,
+        "train_s": sum(spent),
     }
 
 
@@ -231,14 +229,14 @@ def benchmark(args: argparse.Namespace) -> dict:
     }
     for name, result in results.items():
         columns = zip(*times[name], strict=True)  # wall, CPU and training seconds per call
-        wall, cpu, train_s = (None if None in c else statistics.median(c) for c in columns)
+        wall, cpu, train_s = (statistics.median(c) for c in columns)
         figures[name] = {
             "samples": result["samples"],
             "wall_s": wall,
             "cpu_s": cpu,
             "rate": result["samples"] / wall,
             "step_s": train_s,
-            "step_rate": None if train_s is None else result["samples"] / train_s,
+            "step_rate": result["samples"] / train_s,
             "all_wall_s": [w for w, _, _ in times[name]],
             "compile_s": first[name] - wall,
             "median_losses": np.median(result["losses"], axis=1).tolist(),  # (L, 3)
@@ -251,10 +249,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     figures["dense_matmul_flops"] = dense_matmul_rate(config.precision)
     per_sample = matmul_flops_per_sample(args.hidden)
     for side in sides:
-        rate = figures[side]["step_rate"] or figures[side]["rate"]
-        figures[side]["matmul_flops"] = per_sample * rate
-    if figures["engine"]["step_rate"] is not None:  # None: the engine has no train_level
-        figures["step_ratio"] = figures["engine"]["step_rate"] / figures["baseline"]["step_rate"]
+        figures[side]["matmul_flops"] = per_sample * figures[side]["step_rate"]
+    figures["step_ratio"] = figures["engine"]["step_rate"] / figures["baseline"]["step_rate"]
     return figures
 
 
@@ -275,16 +271,13 @@ def speed_table(figures: dict):
         f"{theirs['rate']:,.0f}",
         f"{figures['ratio']:.2f}x",
     )
-    if "step_ratio" in figures:
-        table.add_row(
-            "training-only wall s", f"{ours['step_s']:.2f}", f"{theirs['step_s']:.2f}", ""
-        )
-        table.add_row(
-            "network-samples/s, training only",
-            f"{ours['step_rate']:,.0f}",
-            f"{theirs['step_rate']:,.0f}",
-            f"{figures['step_ratio']:.2f}x",
-        )
+    table.add_row("training-only wall s", f"{ours['step_s']:.2f}", f"{theirs['step_s']:.2f}", "")
+    table.add_row(
+        "network-samples/s, training only",
+        f"{ours['step_rate']:,.0f}",
+        f"{theirs['step_rate']:,.0f}",
+        f"{figures['step_ratio']:.2f}x",
+    )
     dense = figures["dense_matmul_flops"]
     table.add_row(
         "training matmul GFLOP/s (of dense)",

@@ -96,6 +96,7 @@ class TrainConfig:
     init_std: float = ruled(0.2, POSITIVE)
     learning_rate: float = ruled(5e-4, POSITIVE)
     batch_size: int = ruled(128, POSITIVE)
+    epochs_per_level: int = ruled(1, POSITIVE)  # passes over the train split, at most
     validation_fraction: float = ruled(0.2, FRACTION)  # of the training trajectories
     schedule: tuple[float, ...] = ruled(PAPER_SCHEDULE, SCHEDULE)
     threshold: float = ruled(1e-3, POSITIVE)  # test MSE under which a network performs

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mothray.config import TrainConfig, validate
+from mothray.config import TrainConfig, to_dict, validate
 from mothray.data import Splits
 
 N_INPUTS, N_OUTPUTS = 10, 7
@@ -45,14 +47,15 @@ Params = tuple[Dense, ...]  # also the structure of the masks (bool)
 class Model(NamedTuple):
     """How the networks compute: hidden activation and matmul precision."""
 
-    activation: str = "tanh"
-    precision: str = "float32"
+    activation: str
+    precision: str
 
 
 class Stepping(NamedTuple):
-    """The shape of a level's loop: batch size and the early-stopping check blocks."""
+    """The shape of a level's loop: batch size, epochs, the early-stopping check blocks."""
 
     batch_size: int
+    epochs: int
     check_every: int
     window: int
 
@@ -148,11 +151,13 @@ class SweepState(NamedTuple):
     """Everything needed to continue a sweep after its last completed level.
 
     The parameters and masks are those of the last level's snapshot; `optimizer` holds the
-    leaves of the Adam state (flattened in jax.tree order), which carries over between levels.
+    leaves of the Adam state (flattened in jax.tree order), which carries over between levels;
+    `config` is the sweep's TrainConfig as plain data, checked on resume.
     """
 
     result: SweepResult
     optimizer: tuple[np.ndarray, ...]
+    config: dict[str, Any]
 
 
 def prune_sweep(
@@ -175,7 +180,9 @@ def prune_sweep(
     by_network, replicated = network_sharding(len(seeds))
     data = jax.device_put(_checked_data(splits, config), replicated)
     model = Model(config.activation, config.precision)
-    stepping = Stepping(config.batch_size, config.stop_check_every, config.stop_window)
+    stepping = Stepping(
+        config.batch_size, config.epochs_per_level, config.stop_check_every, config.stop_window
+    )
     rates = Rates(jnp.float32(config.learning_rate), jnp.float32(config.stop_ratio))
     optimizer = optax.adam(config.learning_rate)
     if resume is None:
@@ -193,25 +200,25 @@ def prune_sweep(
     for level in range(len(records), len(config.schedule)):
         sparsity = config.schedule[level]
         params, masks = prune(params, masks, removed_counts(sparsity, config))
-        keys = jax.device_put(_data_keys(seeds, level), by_network)
+        keys = jax.device_put(level_keys(seeds, level, config.epochs_per_level), by_network)
         params, opt_state, steps, diverged = train_level(
             params, opt_state, masks, diverged, keys, data, rates, model, stepping
         )
         records.append(
             _record(sparsity, params, masks, steps, diverged, data, model, config.eval_batch_size)
         )
-        result = SweepResult(seeds, tuple(records))
         if on_level is not None:
+            result = SweepResult(seeds, tuple(records))
             # copies: the device buffers are donated to the next level's training
             leaves = tuple(np.array(leaf) for leaf in jax.tree.leaves(opt_state))
-            on_level(level, result, SweepState(result, leaves))
+            on_level(level, result, SweepState(result, leaves, to_dict(config)))
     return SweepResult(seeds, tuple(records))
 
 
 def layer_sizes(config: TrainConfig) -> list[tuple[int, int]]:
     """(inputs, outputs) of every layer: 10 inputs, the hidden widths, 7 outputs."""
     widths = [N_INPUTS, *config.hidden, N_OUTPUTS]
-    return list(zip(widths[:-1], widths[1:], strict=False))
+    return list(itertools.pairwise(widths))
 
 
 def init_params(seeds: np.ndarray, config: TrainConfig) -> Params:
@@ -247,16 +254,21 @@ def _matmul(x: jax.Array, w: jax.Array, precision: str) -> jax.Array:
         return jnp.matmul(
             x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32
         )
-    level = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
+    level = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.HIGH
     return jnp.matmul(x, w, precision=level)
 
 
 def removed_counts(sparsity: float, config: TrainConfig) -> tuple[Dense, ...]:
-    """Per layer, how many weights and biases a level removes: floor(s * n), in float64."""
+    """Per layer, how many weights and biases a level removes: floor(s * n), exactly.
+
+    s is taken as the decimal it is written as: floor(0.29 * 100) is 29, where float
+    arithmetic gives 28.
+    """
+    exact = Fraction(repr(sparsity))
     return tuple(
         Dense(
-            math.floor(sparsity * n_in * n_out),
-            math.floor(sparsity * n_out) if config.prune_biases else 0,
+            math.floor(exact * n_in * n_out),
+            math.floor(exact * n_out) if config.prune_biases else 0,
         )
         for n_in, n_out in layer_sizes(config)
     )
@@ -301,65 +313,72 @@ def train_level(
     opt_state: Any,
     masks: Params,
     diverged: jax.Array,
-    keys: jax.Array,
+    keys: LevelKeys,
     data: _Data,
     rates: Rates,
     model: Model,
     stepping: Stepping,
 ) -> tuple[Params, Any, jax.Array, jax.Array]:
-    """Train every network at one level: at most one epoch, with per-network early stopping.
+    """Train every network at one level: at most `epochs` passes, early stopping per network.
 
     Returns the new parameters and optimiser state, the steps each network took, and the
-    updated divergence flags. Stopped or diverged networks no longer change.
+    updated divergence flags. Stopped or diverged networks no longer change. Removed weights
+    stay exactly zero because their updates are discarded; for every remaining weight this
+    is the same as a masked forward pass, Adam being elementwise.
     """
     (train_x, train_y), (val_x, val_y) = data.train, data.val
-    batch = stepping.batch_size
-    epoch_steps = train_x.shape[0] // batch
-    blocks = 2 * stepping.window // stepping.check_every
+    batch, k = stepping.batch_size, diverged.shape[0]
+    epoch_rows = train_x.shape[0] // batch * batch  # the last partial batch is dropped
+    level_steps = stepping.epochs * epoch_rows // batch
     optimizer = optax.adam(rates.learning_rate)
     loss_and_grad = jax.vmap(jax.value_and_grad(mse), in_axes=(0, 0, 0, None))
     batched_mse = jax.vmap(mse, in_axes=(0, 0, 0, None))
 
-    def step(carry, _):
+    def step(carry, rows):
         params, opt_state, active, diverged, taken, t = carry
-        positions = t.astype(jnp.uint32) * batch + jnp.arange(batch, dtype=jnp.uint32)
-        rows = _shuffled_rows(positions, keys[:, 0], train_x.shape[0])
-        val_rows = _shuffled_rows(positions, keys[:, 1], val_x.shape[0])
-        loss, grads = loss_and_grad(params, train_x[rows], train_y[rows], model)
-        val_loss = batched_mse(params, val_x[val_rows], val_y[val_rows], model)
+        train_rows, val_rows = rows
+        loss, grads = loss_and_grad(params, train_x[train_rows], train_y[train_rows], model)
         updates, new_opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-        finite = jnp.isfinite(loss) & jnp.isfinite(val_loss)
-        live = active & (t < epoch_steps)
-        apply = live & finite
-        # one select per leaf: removed weights stay exactly zero, frozen networks unchanged
-        params = jax.tree.map(
-            lambda new, old, mask: jnp.where(mask & _per_network(apply, mask), new, old),
+        stepped = jax.tree.map(
+            lambda new, old, mask: jnp.where(mask, new, old),
             optax.apply_updates(params, updates),
             params,
             masks,
         )
-        opt_state = jax.tree.map(
-            lambda new, old: jnp.where(_per_network(apply, new), new, old), new_opt_state, opt_state
-        )
+        val_loss = batched_mse(stepped, val_x[val_rows], val_y[val_rows], model)
+        finite = jnp.isfinite(loss) & jnp.isfinite(val_loss)
+        live = active & (t < level_steps)
+        apply = live & finite
+        params, opt_state = _select(apply, (stepped, new_opt_state), (params, opt_state))
         carry = (params, opt_state, active & finite, diverged | (live & ~finite), taken + apply)
         return (*carry, t + 1), val_loss
 
     def block(carry):
         state, history = carry
-        state, val_losses = jax.lax.scan(step, state, length=stepping.check_every)
+        t = state[-1]
+        positions = t.astype(jnp.uint32) * batch + jnp.arange(
+            stepping.check_every * batch, dtype=jnp.uint32
+        )
+        epoch = jnp.minimum(positions // epoch_rows, stepping.epochs - 1)
+        train_rows = _shuffled_rows(positions % epoch_rows, keys.train[:, epoch], len(train_x))
+        val_rows = _shuffled_rows(positions, keys.val[:, None], len(val_x))
+
+        def by_step(rows: jax.Array) -> jax.Array:
+            return rows.reshape(k, stepping.check_every, batch).swapaxes(0, 1)
+
+        state, val_losses = jax.lax.scan(step, state, (by_step(train_rows), by_step(val_rows)))
         params, opt_state, active, diverged, taken, t = state
         history = jnp.concatenate([history[:, 1:], val_losses.mean(axis=0)[:, None]], axis=1)
-        checked = (t > 2 * stepping.window) & (t <= epoch_steps)
+        checked = (t > 2 * stepping.window) & (t <= level_steps)
         active = active & ~(checked & stalled(history, rates.stop_ratio))
         return (params, opt_state, active, diverged, taken, t), history
 
     def running(carry):
         (_, _, active, _, _, t), _ = carry
-        return jnp.any(active) & (t < epoch_steps)
+        return jnp.any(active) & (t < level_steps)
 
-    k = diverged.shape[0]
     state = (params, opt_state, ~diverged, diverged, jnp.zeros(k, jnp.int32), jnp.int32(0))
-    history = jnp.zeros((k, blocks), jnp.float32)
+    history = jnp.zeros((k, 2 * stepping.window // stepping.check_every), jnp.float32)
     (params, opt_state, _, diverged, taken, _), _ = jax.lax.while_loop(
         running, block, (state, history)
     )
@@ -376,9 +395,13 @@ def stalled(history: jax.Array, ratio: jax.Array) -> jax.Array:
     return older.mean(axis=1) / newer.mean(axis=1) < ratio
 
 
-def _per_network(flags: jax.Array, like: jax.Array) -> jax.Array:
-    """Per-network flags (K,) shaped to broadcast against an array with a leading K axis."""
-    return flags.reshape(-1, *[1] * (like.ndim - 1))
+def _select(flags: jax.Array, new: Any, old: Any) -> Any:
+    """Per network (leading axis of every leaf), `new` where `flags` holds, else `old`."""
+
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.where(flags.reshape(-1, *[1] * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
 
 
 def network_sharding(networks: int) -> tuple[NamedSharding, NamedSharding]:
@@ -388,15 +411,16 @@ def network_sharding(networks: int) -> tuple[NamedSharding, NamedSharding]:
     when they divide the number of networks, else the most that do. On a CPU, give JAX one
     device per core (JAX_NUM_CPU_DEVICES): one device runs batched matmuls on one core.
     """
-    devices = jax.devices()
+    devices = jax.local_devices()
     used = max(d for d in range(1, len(devices) + 1) if networks % d == 0)
     mesh = Mesh(np.array(devices[:used]), ("networks",))
     return NamedSharding(mesh, PartitionSpec("networks")), NamedSharding(mesh, PartitionSpec())
 
 
 def _shuffled_rows(positions: jax.Array, keys: jax.Array, size: int) -> jax.Array:
-    """Rows (K, B): entry `positions % size` of each network's keyed permutation of range(size).
+    """Rows (K, P): entry `positions % size` (P,) of keyed permutations of range(size).
 
+    `keys` (K, P or 1, rounds) key each network's permutation, per position or for all.
     A balanced Feistel network on the smallest even number of bits covering `size` is a
     bijection; cycle walking (re-applying it to values >= size) restricts it to range(size).
     Positions past the end wrap around: the validation batches cycle through their split.
@@ -406,12 +430,11 @@ def _shuffled_rows(positions: jax.Array, keys: jax.Array, size: int) -> jax.Arra
 
     def permute(index: jax.Array) -> jax.Array:
         left, right = index >> half_bits, index & low
-        for round_key in keys.T:  # (K,) per round
-            left, right = right, left ^ (_mix32(right ^ round_key[:, None]) & low)
+        for round_key in jnp.moveaxis(keys, -1, 0):
+            left, right = right, left ^ (_mix32(right ^ round_key) & low)
         return (left << half_bits) | right
 
-    rows = jnp.broadcast_to(positions % size, (keys.shape[0], positions.shape[0]))
-    rows = permute(rows)
+    rows = permute(jnp.broadcast_to(positions % size, (keys.shape[0], positions.shape[0])))
     return jax.lax.while_loop(
         lambda rows: jnp.any(rows >= size),
         lambda rows: jnp.where(rows >= size, permute(rows), rows),
@@ -435,10 +458,26 @@ def _network_keys(seeds: np.ndarray, stream: int) -> jax.Array:
     )
 
 
-def _data_keys(seeds: np.ndarray, level: int) -> jax.Array:
-    """(K, 2, rounds) uint32 Feistel keys of each network's train and validation order."""
-    keys = jax.vmap(lambda key: jax.random.fold_in(key, level))(_network_keys(seeds, stream=1))
-    return jax.vmap(lambda key: jax.random.bits(key, (2, FEISTEL_ROUNDS), jnp.uint32))(keys)
+class LevelKeys(NamedTuple):
+    """Feistel round keys of one level: per network and epoch for the training batches
+    (K, epochs, rounds), per network for the validation batches (K, rounds)."""
+
+    train: jax.Array
+    val: jax.Array
+
+
+def level_keys(seeds: np.ndarray, level: int, epochs: int) -> LevelKeys:
+    """Each network's batch-order keys at one level, from its seed alone."""
+
+    def round_keys(key: jax.Array, stream: int) -> jax.Array:
+        return jax.random.bits(jax.random.fold_in(key, stream), (FEISTEL_ROUNDS,), jnp.uint32)
+
+    def one_network(key: jax.Array) -> LevelKeys:
+        key = jax.random.fold_in(key, level)
+        train = jnp.stack([round_keys(key, 1 + epoch) for epoch in range(epochs)])
+        return LevelKeys(train, round_keys(key, 0))
+
+    return jax.vmap(one_network)(_network_keys(seeds, stream=1))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
@@ -511,6 +550,14 @@ def _restore(
         raise ValueError("resume: the state is of other seeds")
     if tuple(done.sparsity) != config.schedule[: len(done.levels)]:
         raise ValueError("resume: the state's levels are not a prefix of this schedule")
+    stored, wanted = dict(state.config), to_dict(config)
+    del wanted["schedule"]  # may grow; its done part was compared above
+    stored.pop("schedule", None)
+    differ = sorted(
+        key for key in stored.keys() | wanted.keys() if stored.get(key) != wanted.get(key)
+    )
+    if differ:
+        raise ValueError(f"resume: the state is of another config: {', '.join(differ)} differ")
     networks = done.snapshot(len(done.levels) - 1)
     params = tuple(Dense(*map(jnp.asarray, layer)) for layer in zip(*networks[:2], strict=True))
     masks = tuple(Dense(*map(jnp.asarray, layer)) for layer in zip(*networks[2:], strict=True))
@@ -532,18 +579,16 @@ def _check_seeds(seeds: Sequence[int]) -> np.ndarray:
 def _checked_data(splits: Splits, config: TrainConfig) -> _Data:
     """The splits as float32 arrays, checked for shape and that an epoch has a step."""
     for name, (inputs, targets) in zip(SPLIT_NAMES, splits, strict=True):
-        if (
-            inputs.ndim != 2
-            or inputs.shape[1] != N_INPUTS
-            or targets.shape
-            != (
-                inputs.shape[0],
-                N_OUTPUTS,
-            )
-        ):
-            raise ValueError(f"splits.{name}: want (n, 10) inputs and (n, 7) targets")
-        if inputs.shape[0] == 0:
-            raise ValueError(f"splits.{name}: empty")
-    if splits.train[0].shape[0] < config.batch_size:
+        _check_split(name, inputs, targets)
+    if len(splits.train[0]) < config.batch_size:
         raise ValueError("splits.train: fewer rows than one batch")
     return _Data(*(tuple(np.asarray(a, np.float32) for a in split) for split in splits))
+
+
+def _check_split(name: str, inputs: np.ndarray, targets: np.ndarray) -> None:
+    """One split must be non-empty (n, 10) inputs with (n, 7) targets."""
+    n = len(inputs)
+    if np.shape(inputs) != (n, N_INPUTS) or np.shape(targets) != (n, N_OUTPUTS):
+        raise ValueError(f"splits.{name}: want (n, 10) inputs and (n, 7) targets")
+    if n == 0:
+        raise ValueError(f"splits.{name}: empty")
