@@ -170,8 +170,9 @@ def prune_sweep(
 ) -> SweepResult:
     """Train K networks (one per seed) through the whole sparsity schedule of `config`.
 
-    At each level: prune every layer to the level's sparsity, retrain (early stopping per
-    network), evaluate on the full splits. `on_level(level, result, state)` is called after
+    At each level: prune every layer to the level's sparsity (a schedule starting above 0
+    prunes the untrained networks first), retrain (early stopping per network), evaluate on
+    the full splits. `on_level(level, result, state)` is called after
     each level; `resume` continues from such a state, giving the same result as a run that
     was never interrupted.
     """
