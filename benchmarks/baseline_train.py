@@ -27,7 +27,7 @@ next, so the per-step launch, transfer and synchronisation latency is paid seria
 step, on top of the arithmetic; on an accelerator that latency dwarfs a step's arithmetic.
 Pruning and the bookkeeping run on the host, one network at a time.
 
-Self-contained (jax, optax, numpy). Run as a script for a small smoke test on synthetic data.
+Self-contained (jax, optax, numpy).
 """
 
 from __future__ import annotations
@@ -253,42 +253,3 @@ def baseline_sweep(splits, config, seeds: Sequence[int]) -> dict[str, Any]:
         "histories": histories,
         "seconds": seconds,
     }
-
-
-def _smoke_test() -> None:
-    """Fit a random teacher network with 4 students through two levels; print what happened."""
-    from types import SimpleNamespace
-
-    rng = np.random.default_rng(0)
-    teacher = init_network(rng, (10, 16, 7), 0.5)
-    ones = [(np.ones_like(w), np.ones_like(b)) for w, b in teacher]
-
-    def split(n):
-        x = rng.uniform(-0.5, 0.5, (n, 10)).astype(np.float32)
-        return x, np.asarray(forward(teacher, ones, x, np.tanh), np.float32)
-
-    config = SimpleNamespace(
-        hidden=(32, 32, 8),
-        activation="tanh",
-        init_std=0.2,
-        learning_rate=5e-3,
-        batch_size=64,
-        schedule=(0.0, 0.5),
-        prune_biases=True,
-        stop_check_every=10,
-        stop_window=50,
-        stop_ratio=1.01,
-        eval_batch_size=1000,
-    )
-    result = baseline_sweep((split(16_000), split(4_000), split(4_000)), config, range(4))
-    for level, sparsity in enumerate(config.schedule):
-        print(
-            f"sparsity {sparsity:.2f}: {result['steps'][level]} steps, remaining weights per"
-            f" layer {result['remaining'][level, 0].tolist()}, median train/val/test MSE"
-            f" {np.median(result['losses'][level], axis=0).round(6).tolist()}"
-        )
-    print("seconds:", {k: round(v, 2) for k, v in result["seconds"].items()})
-
-
-if __name__ == "__main__":
-    _smoke_test()

@@ -88,7 +88,11 @@ def command(args: argparse.Namespace) -> str:
 
 
 def make_data(args: argparse.Namespace, validation_fraction: float):
-    """Simulate train and test trajectories and turn them into scaled splits."""
+    """Simulate train and test trajectories and turn them into scaled splits.
+
+    Samples and integrates directly rather than through mothray.simulate, which needs Ray
+    and Zarr: accelerator images have neither.
+    """
     from mothray import data, moth
 
     rng = np.random.default_rng(args.seed)

@@ -15,6 +15,7 @@ engine can read its config on machines without the orchestration stack; YAML is 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import typing
 from collections.abc import Callable, Mapping
@@ -53,7 +54,7 @@ def one_of(*choices: str) -> Rule:
 
 def _is_schedule(levels: tuple[float, ...]) -> bool:
     return all(0 <= level < 1 for level in levels) and all(
-        earlier < later for earlier, later in zip(levels, levels[1:], strict=False)
+        earlier < later for earlier, later in itertools.pairwise(levels)
     )
 
 

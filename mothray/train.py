@@ -185,15 +185,14 @@ def prune_sweep(
         config.batch_size, config.epochs_per_level, config.stop_check_every, config.stop_window
     )
     rates = Rates(jnp.float32(config.learning_rate), jnp.float32(config.stop_ratio))
-    optimizer = optax.adam(config.learning_rate)
     if resume is None:
         params = init_params(seeds, config)
         masks = jax.tree.map(lambda leaf: jnp.ones(leaf.shape, bool), params)
-        opt_state = jax.vmap(optimizer.init)(params)
+        opt_state = jax.vmap(adam(config.learning_rate).init)(params)
         diverged = jnp.zeros(len(seeds), bool)
         records: list[LevelRecord] = []
     else:
-        params, masks, opt_state, diverged = _restore(resume, seeds, config, optimizer)
+        params, masks, opt_state, diverged = _restore(resume, seeds, config)
         records = list(resume.result.levels)
     params, masks, opt_state, diverged = jax.device_put(
         (params, masks, opt_state, diverged), by_network
@@ -214,6 +213,11 @@ def prune_sweep(
             leaves = tuple(np.array(leaf) for leaf in jax.tree.leaves(opt_state))
             on_level(level, result, SweepState(result, leaves, to_dict(config)))
     return SweepResult(seeds, tuple(records))
+
+
+def adam(learning_rate: float | jax.Array) -> optax.GradientTransformation:
+    """The protocol's optimiser: Adam with optax's default moments and epsilon."""
+    return optax.adam(learning_rate)
 
 
 def layer_sizes(config: TrainConfig) -> list[tuple[int, int]]:
@@ -331,7 +335,7 @@ def train_level(
     batch, k = stepping.batch_size, diverged.shape[0]
     epoch_rows = train_x.shape[0] // batch * batch  # the last partial batch is dropped
     level_steps = stepping.epochs * epoch_rows // batch
-    optimizer = optax.adam(rates.learning_rate)
+    optimizer = adam(rates.learning_rate)
     loss_and_grad = jax.vmap(jax.value_and_grad(mse), in_axes=(0, 0, 0, None))
     batched_mse = jax.vmap(mse, in_axes=(0, 0, 0, None))
 
@@ -506,7 +510,7 @@ def _squared_error_sums(
 
 
 def evaluate(
-    params: Params, inputs: jax.Array, targets: jax.Array, model: Model, chunk: int = 4096
+    params: Params, inputs: jax.Array, targets: jax.Array, model: Model, chunk: int
 ) -> np.ndarray:
     """Each network's MSE on every row of a split (K,), in passes of `chunk` rows."""
     sums = np.asarray(_squared_error_sums(params, inputs, targets, model, chunk), np.float64)
@@ -543,7 +547,6 @@ def _restore(
     state: SweepState,
     seeds: np.ndarray,
     config: TrainConfig,
-    optimizer: optax.GradientTransformation,
 ) -> tuple[Params, Params, Any, jax.Array]:
     """The training state after the last level of `state`, checked against this sweep."""
     done = state.result
@@ -562,7 +565,9 @@ def _restore(
     networks = done.snapshot(len(done.levels) - 1)
     params = tuple(Dense(*map(jnp.asarray, layer)) for layer in zip(*networks[:2], strict=True))
     masks = tuple(Dense(*map(jnp.asarray, layer)) for layer in zip(*networks[2:], strict=True))
-    structure = jax.tree.structure(jax.eval_shape(jax.vmap(optimizer.init), params))
+    structure = jax.tree.structure(
+        jax.eval_shape(jax.vmap(adam(config.learning_rate).init), params)
+    )
     opt_state = jax.tree.unflatten(structure, [jnp.asarray(leaf) for leaf in state.optimizer])
     return params, masks, opt_state, jnp.asarray(done.levels[-1].diverged)
 

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mothray import data, moth, train
-from mothray.config import TrainConfig
+from mothray import data, train
+from mothray.config import SimulationConfig, TrainConfig
+from mothray.simulate import SPLITS, chunks_of, compute_chunk
 
 SEEDS = [11, 12, 13, 14, 15, 16, 17, 18]
 # Small enough for seconds on a CPU; batch 16 gives 300 steps per epoch, so early stopping
@@ -30,20 +31,10 @@ CONFIG = TrainConfig(
 
 @pytest.fixture(scope="module")
 def dataset():
-    """A few thousand real trajectories of the moth, as network splits."""
-    rng = np.random.default_rng(3)
-
-    def rows(n):
-        initial_state, controls = moth.sample(rng, n, moth.SamplingRanges())
-        final_state, ok = moth.integrate(initial_state, controls)
-        return {
-            "initial_state": initial_state,
-            "controls": controls,
-            "final_state": final_state,
-            "ok": ok,
-        }
-
-    return data.from_arrays(rows(6000), rows(2000))
+    """A few thousand real trajectories of the moth (one simulation chunk per split)."""
+    config = SimulationConfig(train=6000, test=2000, chunk=6000, seed=3)
+    rows = [compute_chunk(config, chunks_of(config, split)[0]) for split in SPLITS]
+    return data.from_arrays(*rows)
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +261,8 @@ def test_a_network_diverging_mid_level_freezes_at_that_step(dataset):
 def test_training_lowers_the_loss_and_extreme_sparsity_raises_it(dataset, sweep):
     result, _ = sweep
     params = train.init_params(np.array(SEEDS), CONFIG)
-    untrained = train.evaluate(params, *dataset.splits.test, train.Model("tanh", "float32"))
+    model = train.Model(CONFIG.activation, CONFIG.precision)
+    untrained = train.evaluate(params, *dataset.splits.test, model, CONFIG.eval_batch_size)
     test_loss = result.losses[:, :, 2]
     assert (test_loss.min(axis=0) < 0.6 * untrained).all()
     assert (test_loss[-1] > 1.5 * test_loss.min(axis=0)).all()
