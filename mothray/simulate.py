@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,8 +138,10 @@ def single_xla_thread() -> None:
     try:
         jax.devices("cpu")
     finally:
+        os.sched_setaffinity(0, allowed)
         for thread in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(thread), allowed)
+            with suppress(ProcessLookupError):  # a thread may exit meanwhile
+                os.sched_setaffinity(int(thread), allowed)
 
 
 @ray.remote(max_retries=MAX_RETRIES)
