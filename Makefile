@@ -20,7 +20,9 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m mothray.simulate --config experiments/demo.yaml --out runs/demo/data
+	$(PY) -m mothray.experiment --config experiments/demo.yaml --storage runs
+	@echo "browse: $(PY) -m mothray.results demo --storage runs  |  $(PY) -m mothray.results --storage runs"
+	@echo "        tensorboard --logdir runs/demo/tune (pip install tensorboard)  |  catalog: runs/demo/catalog.zarr, runs/demo/catalog.csv"
 
 test: $(DEV_STAMP)
 	$(PY) -m ruff check mothray tests benchmarks

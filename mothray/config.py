@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,6 @@ class Rule:
 
 POSITIVE = Rule(lambda value: value > 0, "> 0")
 NON_NEGATIVE = Rule(lambda value: value >= 0, ">= 0")
-NON_EMPTY = Rule(lambda value: value != "", "non-empty")
 FRACTION = Rule(lambda value: 0 < value < 1, "in (0, 1)")
 ALL_POSITIVE = Rule(lambda values: all(value > 0 for value in values), "all > 0")
 
@@ -116,13 +116,72 @@ class TrainConfig:
             )
 
 
+DATASETS_DIR = "datasets"  # in an experiment storage, next to the experiments
+EXPERIMENT_NAME = Rule(
+    lambda name: (
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None and name != DATASETS_DIR
+    ),
+    f"letters, digits, '.', '_' and '-', starting with a letter or digit, not {DATASETS_DIR!r}",
+)
+GPU_SHARE = Rule(
+    lambda gpus: gpus >= 0 and (gpus <= 1 or gpus == int(gpus)),
+    ">= 0: 0 for CPUs only, a fraction of one card, or whole cards",
+)
+ARCHITECTURES = Rule(
+    lambda widths: (
+        all(all(width > 0 for width in hidden) for hidden in widths)
+        and len(set(widths)) == len(widths)
+    ),
+    "distinct lists of hidden widths, all > 0",
+)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What each training actor (one Tune trial: one batch of networks) holds."""
+
+    networks_per_actor: int = ruled(400, POSITIVE)
+    gpus_per_actor: float = ruled(1.0, GPU_SHARE)
+    cpus_per_actor: int = ruled(4, POSITIVE)
+    max_failures: int = ruled(3, NON_NEGATIVE)  # restarts of a trial from its last checkpoint
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """What the sparse-network catalog keeps; masks are always kept for every level."""
+
+    weights: str = ruled("all", one_of("all", "optimal"))  # levels whose weights are stored
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment preset (experiments/*.yaml); later stages add their sections here."""
+    """One experiment preset (experiments/*.yaml).
 
-    name: str = field(metadata={"rule": NON_EMPTY})
+    `networks` networks of each architecture; network i (counted over all architectures in
+    order) gets seed `seed + i`. `architectures` lists hidden widths to sweep; left out, the
+    experiment trains `training.hidden` alone.
+    """
+
+    name: str = field(metadata={"rule": EXPERIMENT_NAME})
+    networks: int = ruled(1320, POSITIVE)
+    seed: int = ruled(0, NON_NEGATIVE)
+    architectures: tuple[tuple[int, ...], ...] = ruled((), ARCHITECTURES)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+
+    def __post_init__(self) -> None:
+        last = self.seed + self.networks * len(self.hidden_sizes) - 1
+        if last >= 2**32:
+            raise ConfigError(
+                f"seed: network seeds must stay below 2**32, the last would be {last}"
+            )
+
+    @property
+    def hidden_sizes(self) -> tuple[tuple[int, ...], ...]:
+        """The architectures trained: `architectures`, else `training.hidden` alone."""
+        return self.architectures or (self.training.hidden,)
 
 
 def parse(cls: type[T], data: Any, path: str = "") -> T:
@@ -145,6 +204,8 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
         if name not in data:
             if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{where}: required")
+            continue
+        if spec.default == () and data[name] == []:  # an optional list, left empty
             continue
         value = _convert(hints[name], data[name], where)
         rule = spec.metadata.get("rule")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import os
 import sys
 import time
@@ -48,6 +50,7 @@ from mothray.config import (
     to_dict,
     validate,
 )
+from mothray.storage import open_zarr
 
 SPLITS = ("train", "test")  # a split's position is its id in the random stream
 COLUMNS = {"initial_state": 8, "controls": 3, "final_state": 8, "ok": None}  # None: (count,)
@@ -122,19 +125,19 @@ def compute_chunk(config: SimulationConfig, chunk: Chunk) -> dict[str, np.ndarra
 
 
 @functools.cache
-def single_xla_thread() -> None:
-    """Start this process's JAX with a one-thread CPU pool, leaving the process on every core.
+def single_xla_thread(threads: int = 1) -> None:
+    """Start this process's JAX with a CPU pool of `threads` threads, leaving it on every core.
 
-    A Ray task holds one CPU, but JAX sizes its pool from the CPU affinity, i.e. every core of
-    the node, and XLA then splits each loop over them: CPU spent spinning, no speed gained
-    (20% more CPU per trajectory on two cores, far worse on big nodes). The affinity is
-    narrowed only while the backend starts, then restored for every thread, those it started
-    included. No effect where JAX has already started.
+    A Ray task holds one CPU (a CPU trial `threads`), but JAX sizes its pool from the CPU
+    affinity, i.e. every core of the node, and XLA then splits each loop over them: CPU spent
+    spinning, no speed gained (20% more CPU per trajectory on two cores, far worse on big
+    nodes). The affinity is narrowed only while the backend starts, then restored for every
+    thread, those it started included. No effect where JAX has already started.
     """
     if not hasattr(os, "sched_setaffinity"):
         return
     allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
+    os.sched_setaffinity(0, set(sorted(allowed)[:threads]))
     try:
         jax.devices("cpu")
     finally:
@@ -151,7 +154,7 @@ def simulate_chunk(out: str, config: SimulationConfig, chunk: Chunk) -> int:
     Rerunning it rewrites the same bytes, so a retry after a worker died is harmless.
     """
     single_xla_thread()
-    group = open_store(out, "r+")[chunk.split]
+    group = open_zarr(out, "r+")[chunk.split]
     rows = compute_chunk(config, chunk)
     for name, values in rows.items():
         group[name][chunk.start : chunk.stop] = values
@@ -186,28 +189,23 @@ def simulate(
 def ray_session(address: str | None = None) -> Iterator[None]:
     """Use the Ray already connected; else join `address` (or RAY_ADDRESS), else start one.
 
-    Disconnects on exit only from a connection it opened itself.
+    A new local instance, not whatever cluster was last started on this machine (which
+    `ray.init()` would join). Disconnects on exit only from a connection it opened itself.
     """
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def open_store(out: str, mode: str) -> zarr.Group:
-    """The root group of a store. file:// URLs need fsspec's auto_mkdir for nested chunk keys."""
-    options = {"auto_mkdir": True} if out.startswith("file://") else None
-    return zarr.open_group(out, mode=mode, storage_options=options)
-
-
 def open_dataset(path: str | Path, *, require_complete: bool = True) -> zarr.Group:
     """Open a simulated store read-only; by default refuse one that is not complete yet."""
     path = str(path)
-    root = open_store(path, "r")
+    root = open_zarr(path, "r")
     if require_complete and not root.attrs.get("complete", False):
         raise SimulationError(f"{path} is not complete; rerun the simulation command to finish it")
     return root
@@ -242,8 +240,8 @@ def _check_location(out: str, config: SimulationConfig) -> None:
         raise SimulationError(
             f"{out} exists and is not a mothray simulation store; choose another output path"
         )
-    wanted = _identity(config)
-    differences = _differences({key: stored.get(key) for key in wanted}, wanted)
+    wanted = identity(config)
+    differences = config_differences({key: stored.get(key) for key in wanted}, wanted)
     if differences:
         raise SimulationError(
             f"{out} holds a dataset of another configuration: {'; '.join(differences)}; "
@@ -263,24 +261,32 @@ def _check_writable(path: Path, out: str) -> None:
 def _stored_attributes(out: str) -> dict[str, Any]:
     """Root attributes of whatever Zarr group is at `out`; empty when there is none."""
     try:
-        return dict(open_store(out, "r").attrs)
+        return dict(open_zarr(out, "r").attrs)
     except (OSError, ValueError):
         return {}
 
 
-def _identity(config: SimulationConfig) -> dict[str, Any]:
+def identity(config: SimulationConfig) -> dict[str, Any]:
     """What makes two datasets the same: the simulation config and the model parameters."""
     return {"simulation": to_dict(config), "model_parameters": moth.MothParameters().as_dict()}
 
 
-def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any], path: str = "") -> list[str]:
-    """Dotted paths of the leaves that differ between two nested mappings, with both values."""
+def dataset_id(config: SimulationConfig) -> str:
+    """A short hash of a dataset's identity: equal configs (and model) share a stored dataset."""
+    canonical = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_differences(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], path: str = ""
+) -> list[str]:
+    """Dotted paths of `wanted`'s leaves that differ in `stored`, with both values."""
     found = []
     for key in wanted:
         where = f"{path}.{key}" if path else key
         old, new = stored.get(key), wanted[key]
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            found += _differences(old, new, where)
+            found += config_differences(old, new, where)
         elif old != new:
             found.append(f"{where} is {old!r} in the store, {new!r} now")
     return found
@@ -288,9 +294,9 @@ def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any], path: str
 
 def _create_store(out: str, config: SimulationConfig) -> zarr.Group:
     """Create the store's groups and arrays, or reopen them; the identity is written first."""
-    root = open_store(out, "a")
+    root = open_zarr(out, "a")
     if "simulation" not in root.attrs:
-        root.attrs.update({**_identity(config), "mothray_version": __version__, "complete": False})
+        root.attrs.update({**identity(config), "mothray_version": __version__, "complete": False})
     for split in SPLITS:
         group = root.require_group(split)
         if "split" not in group.attrs:

@@ -35,10 +35,42 @@ def test_paper_preset_is_the_published_experiment():
     assert (config.simulation.train, config.simulation.test) == (10_000_000, 5_000_000)
 
 
-def test_demo_preset_is_small():
-    simulation = load_experiment(EXPERIMENTS / "demo.yaml").simulation
-    assert simulation.train + simulation.test <= 50_000
-    assert simulation.chunk < simulation.train
+def test_demo_preset_is_small_and_runs_on_cpus():
+    demo = load_experiment(EXPERIMENTS / "demo.yaml")
+    assert demo.simulation.train + demo.simulation.test <= 200_000
+    assert demo.simulation.chunk < demo.simulation.train
+    assert demo.resources.gpus_per_actor == 0 and demo.resources.cpus_per_actor == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "networks", "architectures"),
+    [
+        ("paper", 1320, [(400, 400, 400, 16)]),
+        ("arch-sweep", 400, [(200, 200, 200, 8), (100, 100, 100, 8), (50, 50, 50, 8)]),
+    ],
+)
+def test_study_presets(name, networks, architectures):
+    preset = load_experiment(EXPERIMENTS / f"{name}.yaml")
+    assert (preset.networks, list(preset.hidden_sizes)) == (networks, architectures)
+    assert (preset.simulation.train, preset.simulation.test) == (10_000_000, 5_000_000)
+    assert preset.training == TrainConfig()  # protocol defaults
+    assert preset.resources.gpus_per_actor == 1
+
+
+def test_architectures_must_be_distinct_and_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r"architectures: must be distinct lists"):
+        load_text(tmp_path, "name: x\narchitectures: [[8, 4], [8, 4]]\n")
+    with pytest.raises(ConfigError, match=r"architectures\[0\]\[1\]: must be an integer"):
+        load_text(tmp_path, "name: x\narchitectures: [[8, 4.5]]\n")
+    assert load_text(tmp_path, "name: x\narchitectures: []\n").hidden_sizes == (
+        TrainConfig().hidden,
+    )
+
+
+@pytest.mark.parametrize("gpus", [-1, 1.5])
+def test_gpu_share_is_a_fraction_or_whole_cards(tmp_path, gpus):
+    with pytest.raises(ConfigError, match="resources.gpus_per_actor: must be >= 0"):
+        load_text(tmp_path, f"name: x\nresources: {{gpus_per_actor: {gpus}}}\n")
 
 
 def test_defaults_apply_to_missing_keys(tmp_path):
@@ -64,11 +96,14 @@ def test_round_trip_through_plain_data():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name: x\ntrainig: 3", "trainig: unknown key; allowed keys: name, simulation"),
+        (
+            "name: x\ntrainig: 3",
+            "trainig: unknown key; allowed keys: name, networks, seed, architectures, simulation",
+        ),
         ("name: x\nsimulation: {trian: 3}", "simulation.trian: unknown key"),
         ("name: x\nsimulation: {sampling: {xdott: [0, 1]}}", "simulation.sampling.xdott: unknown"),
         ("simulation: {}", "name: required"),
-        ("name: ''", "name: must be non-empty"),
+        ("name: ''", "name: must be letters, digits"),
         ("name: 3", "name: must be a string"),
         ("- a\n- b", "config: must be a mapping"),
         ("", "config: must be a mapping"),

@@ -1,0 +1,666 @@
+"""The sparse-network catalog: every network of an experiment, at every level, in one Zarr store.
+
+Spec: protocol.md ("Evaluation and the sparse-network catalog"). `create` lays out the store;
+each Tune trial then writes its batch's networks level by level (`write_level`), possibly at the
+same time as other trials: along the network axis every chunk (or shard) holds one batch only,
+so concurrent trials never write the same file. `finalize` fixes each network's optimal level
+(the sparsest level whose test loss is at or below the threshold, -1 if none), writes the table
+`catalog.csv` next to the store and marks it complete; `open` reads a complete catalog.
+
+Layout (one group per architecture, named like "400-400-400-16"; L levels, K_a networks):
+seeds (K_a,); losses (L, K_a, 3) train/val/test; steps, diverged, level_done (L, K_a);
+remaining (L, K_a, layers); masks/<i>, bias_masks/<i> at every level; weights/<i>, biases/<i>
+at every level when `catalog.weights` is "all"; optimal/{weights,biases,masks,bias_masks}/<i>
+(K_a, ...), each network at its optimal level (NaN / False if it has none), with optimal/level
+saying which level they hold; optimal_level (K_a,), -2 until finalized. Plain Zarr v3 with
+Blosc compression and JSON metadata only, so zarr and pandas read it without mothray.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import fsspec
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import BloscCodec
+
+from mothray import __version__
+from mothray.config import ExperimentConfig, to_dict
+from mothray.data import INPUT_NAMES, TARGET_NAMES
+from mothray.storage import open_zarr
+from mothray.train import N_INPUTS, N_OUTPUTS, LevelRecord, NetworkSnapshot
+
+STORE_NAME = "catalog.zarr"  # in an experiment's directory, catalog.csv beside it
+LAYER_FIELDS = NetworkSnapshot._fields  # weights, biases, masks, bias_masks
+WEIGHT_FIELDS = ("weights", "biases")  # kept at every level only when catalog.weights == "all"
+NOT_OPTIMAL = -1  # optimal_level of a network never at or under the threshold
+NOT_FINALIZED = -2  # optimal_level before finalize
+IDENTITY = (
+    "name",
+    "threshold",
+    "sparsity",
+    "architectures",
+    "hidden",
+    "networks",
+    "networks_per_actor",
+    "seed",
+    "weights",
+    "training",
+    "input_names",
+    "target_names",
+)
+
+
+class CatalogError(Exception):
+    """The catalog is incomplete, inconsistent, or lacks what was asked of it."""
+
+
+class Batch(NamedTuple):
+    """One Tune trial's networks: a contiguous block of one architecture."""
+
+    architecture: int  # index into config.hidden_sizes
+    hidden: tuple[int, ...]
+    index: int  # batch number within the architecture
+    start: int  # first network within the architecture (a multiple of networks_per_actor)
+    stop: int
+    seeds: tuple[int, ...]  # config.seed + global index (architecture * networks + position)
+
+
+class _Array(NamedTuple):
+    """How one Zarr array is laid out: shape, dtype, fill value, chunks and shards (or None)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    fill: Any
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+
+
+def architecture_name(hidden: Sequence[int]) -> str:
+    """An architecture's name, its hidden widths joined by dashes: "400-400-400-16"."""
+    return "-".join(str(width) for width in hidden)
+
+
+def hidden_layer_sizes(hidden: Sequence[int]) -> list[tuple[int, int]]:
+    """(inputs, outputs) of every layer of an architecture, as `train.layer_sizes`."""
+    return list(itertools.pairwise([N_INPUTS, *hidden, N_OUTPUTS]))
+
+
+def plan(config: ExperimentConfig) -> list[Batch]:
+    """Every batch of the experiment: per architecture, blocks of networks_per_actor networks."""
+    per_actor, count = config.resources.networks_per_actor, config.networks
+    return [
+        _batch(config, a, index, start, min(start + per_actor, count))
+        for a in range(len(config.hidden_sizes))
+        for index, start in enumerate(range(0, count, per_actor))
+    ]
+
+
+def _batch(config: ExperimentConfig, architecture: int, index: int, start: int, stop: int) -> Batch:
+    """Networks [start, stop) of one architecture, seeded by their global index."""
+    first = config.seed + architecture * config.networks
+    return Batch(
+        architecture=architecture,
+        hidden=tuple(config.hidden_sizes[architecture]),
+        index=index,
+        start=start,
+        stop=stop,
+        seeds=tuple(range(first + start, first + stop)),
+    )
+
+
+def table_path(path: str) -> str:
+    """Where `finalize` writes the table: next to the store, ".zarr" replaced by ".csv"."""
+    head, sep, name = str(path).rstrip("/").rpartition("/")
+    return f"{head}{sep}{name.removesuffix('.zarr')}.csv"
+
+
+def optimal_levels(test_losses: np.ndarray, threshold: float) -> np.ndarray:
+    """Per network, the last level whose test loss is <= threshold, else -1: (L, K) -> (K,)."""
+    under = np.asarray(test_losses) <= threshold  # NaN (diverged) is never under
+    last = under.shape[0] - 1 - np.argmax(under[::-1], axis=0)
+    return np.where(under.any(axis=0), last, NOT_OPTIMAL).astype(np.int64)
+
+
+def create(path: str, config: ExperimentConfig) -> None:
+    """Create the catalog's groups and arrays, or check and reopen an existing one of `config`."""
+    root = _open_group(str(path), "a")
+    identity = _identity(config)
+    stored = root.attrs.asdict()
+    if stored:
+        differ = [key for key in IDENTITY if stored.get(key) != identity[key]]
+        if differ:
+            raise CatalogError(
+                f"{path}: a catalog of another experiment is there ({', '.join(differ)} differ)"
+            )
+    else:
+        root.attrs.update({**identity, "mothray_version": __version__, "complete": False})
+    block = min(config.resources.networks_per_actor, config.networks)
+    levels = len(config.training.schedule)
+    for a, hidden in enumerate(config.hidden_sizes):
+        group = root.require_group(architecture_name(hidden))
+        group.attrs.update(
+            {
+                "hidden": list(hidden),
+                "layer_sizes": [list(size) for size in hidden_layer_sizes(hidden)],
+                "first_network": a * config.networks,
+            }
+        )
+        layout = _layout(hidden, levels, config.networks, block, config.catalog.weights)
+        for name, spec in layout.items():
+            _require(group, name, spec)
+        first = config.seed + a * config.networks
+        group["seeds"][:] = np.arange(first, first + config.networks, dtype=np.int64)
+
+
+def write_level(
+    path: str, batch: Batch, level: int, record: LevelRecord, threshold: float, weights: str
+) -> None:
+    """Store one batch's networks after one level; marked done last, so a crash leaves it undone.
+
+    Also updates the optimal arrays of the batch's networks at or under `threshold`, unless a
+    sparser level already wrote them. Rewriting a level with the same record changes no byte.
+    """
+    root = _open_group(str(path), "r+")
+    group = _batch_group(root, batch)
+    networks = _snapshot(record)
+    _check_write(root, group, batch, level, record, networks, threshold, weights)
+    region = (level, slice(batch.start, batch.stop))
+    group["losses"][region] = record.losses
+    group["steps"][region] = record.steps
+    group["diverged"][region] = record.diverged
+    group["remaining"][region] = record.remaining
+    stored = LAYER_FIELDS if weights == "all" else ("masks", "bias_masks")
+    for field in stored:
+        for i, values in enumerate(getattr(networks, field)):
+            group[f"{field}/{i}"][region] = values
+    _write_optimal(group, batch, level, record.losses[:, 2] <= threshold, networks)
+    group["level_done"][region] = True
+
+
+def level_networks(path: str, batch: Batch, level: int) -> NetworkSnapshot:
+    """One batch's networks as stored at one level; needs catalog.weights "all" for the values."""
+    root = _open_group(str(path), "r")
+    group = _batch_group(root, batch)
+    _require_weights(root, "level_networks")
+    _check_level(root, level)
+    if not group["level_done"][level, batch.start : batch.stop].all():
+        raise CatalogError(
+            f"{path}: level {level} of {group.basename} batch {batch.index} is not written"
+        )
+    region = (level, slice(batch.start, batch.stop))
+    return _read_layers(group, lambda field, i: group[f"{field}/{i}"][region])
+
+
+def finalize(path: str) -> dict[str, Any]:
+    """Fix every network's optimal level, write the table, then mark the catalog complete.
+
+    Refuses while any level of any batch is not written. Returns counts of networks: all,
+    with an optimal level, never at or under the threshold, optimal at each level, diverged.
+    """
+    root = _open_group(str(path), "r+")
+    attrs = _catalog_attrs(root)
+    missing = unwritten(path)
+    if missing:
+        shown = "; ".join(missing[:10]) + ("; ..." if len(missing) > 10 else "")
+        raise CatalogError(f"{path}: not every level is written: {shown}")
+    frames = []
+    for name in attrs["architectures"]:
+        group = root[name]
+        optimal = optimal_levels(group["losses"][:, :, 2], attrs["threshold"])
+        _check_optimal_arrays(group, optimal, attrs["weights"], path)
+        group["optimal_level"][:] = optimal
+        frames.append(_architecture_table(group, optimal, attrs["sparsity"]))
+    table = pd.concat(frames, ignore_index=True)
+    with fsspec.open(table_path(str(path)), "w") as file:
+        table.to_csv(file, index=False)
+    root.attrs["complete"] = True
+    return _counts(table, len(attrs["sparsity"]))
+
+
+def open(path: str) -> Catalog:  # noqa: A001 - the module's reader, as zarr.open
+    """Open a complete catalog for reading; an incomplete one is refused."""
+    return Catalog(str(path))
+
+
+class Catalog:
+    """A complete catalog, read lazily: K networks in global order (architectures concatenated).
+
+    Per-level arrays are (L, K, ...); per-layer arrays need every architecture to have the same
+    layer shapes, which holds for one architecture: `select` one to read its networks.
+    """
+
+    def __init__(self, path: str, architectures: Sequence[str] | None = None) -> None:
+        self.path = str(path)
+        self._root = _open_group(self.path, "r")
+        self._attrs = _catalog_attrs(self._root)
+        if not self._attrs.get("complete", False):
+            raise CatalogError(f"{self.path}: the catalog is not complete (not finalized)")
+        self._names = list(self._attrs["architectures"] if architectures is None else architectures)
+        self._groups = [self._root[name] for name in self._names]
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.path!r}, {len(self)} networks of {', '.join(self._names)})"
+
+    def __len__(self) -> int:
+        return sum(group["seeds"].shape[0] for group in self._groups)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The catalog's root attributes (experiment identity, threshold, schedule, ...)."""
+        return dict(self._attrs)
+
+    @property
+    def architectures(self) -> list[str]:
+        """Names of this catalog's architectures; `architecture` indexes this list."""
+        return list(self._names)
+
+    @property
+    def threshold(self) -> float:
+        return float(self._attrs["threshold"])
+
+    @property
+    def sparsity(self) -> np.ndarray:  # (L,)
+        return np.asarray(self._attrs["sparsity"], dtype=np.float64)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The per-network table (catalog.csv), rows in this catalog's network order."""
+        with fsspec.open(table_path(self.path), "r") as file:
+            table = pd.read_csv(file, dtype={"architecture": str})  # "16" is a name
+        return table[table["architecture"].isin(self._names)].reset_index(drop=True)
+
+    @property
+    def losses(self) -> np.ndarray:  # (L, K, 3): train, validation, test
+        return self._per_network("losses", level_axis=True)
+
+    @property
+    def steps(self) -> np.ndarray:  # (L, K)
+        return self._per_network("steps", level_axis=True)
+
+    @property
+    def diverged(self) -> np.ndarray:  # (L, K)
+        return self._per_network("diverged", level_axis=True)
+
+    @property
+    def seeds(self) -> np.ndarray:  # (K,)
+        return self._per_network("seeds", level_axis=False)
+
+    @property
+    def optimal_level(self) -> np.ndarray:  # (K,), -1 for networks never under the threshold
+        return self._per_network("optimal_level", level_axis=False)
+
+    @property
+    def architecture(self) -> np.ndarray:  # (K,) index into `architectures`
+        sizes = [group["seeds"].shape[0] for group in self._groups]
+        return np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+
+    @property
+    def remaining(self) -> np.ndarray:  # (L, K, n_layers)
+        depths = {len(group.attrs["layer_sizes"]) for group in self._groups}
+        if len(depths) > 1:
+            raise CatalogError(
+                f"remaining: architectures {', '.join(self._names)} differ in depth;"
+                " select() one architecture"
+            )
+        return self._per_network("remaining", level_axis=True)
+
+    def weights(self, level: int) -> list[np.ndarray]:
+        """Per layer (K, n_in, n_out), the weights at one level; needs catalog.weights "all"."""
+        _require_weights(self._root, "weights")
+        return self._layer("weights", level)
+
+    def biases(self, level: int) -> list[np.ndarray]:
+        """Per layer (K, n_out), the biases at one level; needs catalog.weights "all"."""
+        _require_weights(self._root, "biases")
+        return self._layer("biases", level)
+
+    def masks(self, level: int) -> list[np.ndarray]:
+        """Per layer (K, n_in, n_out), which weights remain at one level."""
+        return self._layer("masks", level)
+
+    def bias_masks(self, level: int) -> list[np.ndarray]:
+        """Per layer (K, n_out), which biases remain at one level."""
+        return self._layer("bias_masks", level)
+
+    def optimal(self) -> NetworkSnapshot:
+        """Every network at its optimal level; NaN values and False masks where it has none."""
+        self._check_same_shapes("optimal")
+        return _read_layers(
+            self._groups[0],
+            lambda field, i: np.concatenate(
+                [group[f"optimal/{field}/{i}"][:] for group in self._groups]
+            ),
+        )
+
+    def select(self, architecture: str) -> Catalog:
+        """The sub-catalog of one architecture (by name), with the same API."""
+        if architecture not in self._names:
+            raise CatalogError(
+                f"select: no architecture {architecture!r}; have {', '.join(self._names)}"
+            )
+        return Catalog(self.path, [architecture])
+
+    def _per_network(self, name: str, level_axis: bool) -> np.ndarray:
+        axis = 1 if level_axis else 0
+        return np.concatenate([group[name][:] for group in self._groups], axis=axis)
+
+    def _layer(self, field: str, level: int) -> list[np.ndarray]:
+        self._check_same_shapes(field)
+        _check_level(self._root, level)
+        layers = len(self._groups[0].attrs["layer_sizes"])
+        return [
+            np.concatenate([group[f"{field}/{i}"][level] for group in self._groups])
+            for i in range(layers)
+        ]
+
+    def _check_same_shapes(self, what: str) -> None:
+        shapes = {json.dumps(group.attrs["layer_sizes"]) for group in self._groups}
+        if len(shapes) > 1:
+            raise CatalogError(
+                f"{what}: architectures {', '.join(self._names)} differ in layer shapes;"
+                " select() one architecture"
+            )
+
+
+def _identity(config: ExperimentConfig) -> dict[str, Any]:
+    """What makes a catalog the catalog of an experiment, as JSON data."""
+    training = to_dict(config.training)
+    del training["hidden"]  # the attribute "hidden" says what was trained
+    identity = {
+        "name": config.name,
+        "threshold": config.training.threshold,
+        "sparsity": list(config.training.schedule),
+        "architectures": [architecture_name(hidden) for hidden in config.hidden_sizes],
+        "hidden": [list(hidden) for hidden in config.hidden_sizes],
+        "networks": config.networks,
+        "networks_per_actor": config.resources.networks_per_actor,
+        "seed": config.seed,
+        "weights": config.catalog.weights,
+        "training": training,
+        "input_names": list(INPUT_NAMES),
+        "target_names": list(TARGET_NAMES),
+    }
+    return json.loads(json.dumps(identity))  # as it reads back from the store
+
+
+def _layout(
+    hidden: Sequence[int], levels: int, count: int, block: int, weights: str
+) -> dict[str, _Array]:
+    """Every array of one architecture's group, by path within the group."""
+    sizes = hidden_layer_sizes(hidden)
+    layout = {
+        "seeds": _spec((count,), "int64", -1, 0, block),
+        "losses": _spec((levels, count, 3), "float64", np.nan, 1, block),
+        "steps": _spec((levels, count), "int64", -1, 1, block),
+        "diverged": _spec((levels, count), "bool", False, 1, block),
+        "remaining": _spec((levels, count, len(sizes)), "int64", -1, 1, block),
+        "level_done": _spec((levels, count), "bool", False, 1, block),
+        "optimal_level": _spec((count,), "int64", NOT_FINALIZED, 0, block),
+        "optimal/level": _spec((count,), "int64", NOT_OPTIMAL, 0, block),
+    }
+    per_level = LAYER_FIELDS if weights == "all" else ("masks", "bias_masks")
+    for i, (n_in, n_out) in enumerate(sizes):
+        for field in LAYER_FIELDS:
+            dtype, fill = ("bool", False) if "masks" in field else ("float32", np.nan)
+            inner = (n_in, n_out) if field in ("weights", "masks") else (n_out,)
+            sharded = len(inner) == 2
+            if field in per_level:
+                shape = (levels, count, *inner)
+                layout[f"{field}/{i}"] = _spec(shape, dtype, fill, 1, block, sharded)
+            shape = (count, *inner)
+            layout[f"optimal/{field}/{i}"] = _spec(shape, dtype, fill, 0, block, sharded)
+    return layout
+
+
+def _spec(
+    shape: tuple[int, ...], dtype: str, fill: Any, axis: int, block: int, sharded: bool = False
+) -> _Array:
+    """An array whose chunks (or shards) hold `block` networks along `axis`, one level each.
+
+    Sharded, each network is its own inner chunk within the shard, so one reads cheaply.
+    """
+    lead, rest = (1,) * axis, shape[axis + 1 :]
+    outer = (*lead, block, *rest)
+    if sharded:
+        return _Array(shape, dtype, fill, (*lead, 1, *rest), outer)
+    return _Array(shape, dtype, fill, outer, None)
+
+
+def _require(group: zarr.Group, name: str, spec: _Array) -> zarr.Array:
+    """Create an array of the layout, or reopen it; an existing one must have its shape."""
+    try:
+        return group.require_array(
+            name,
+            shape=spec.shape,
+            dtype=spec.dtype,
+            exact=True,
+            chunks=spec.chunks,
+            shards=spec.shards,
+            fill_value=spec.fill,
+            compressors=_compressor(spec.dtype),
+        )
+    except TypeError as err:
+        raise CatalogError(f"{group.path}/{name}: not as this experiment needs: {err}") from err
+
+
+def _compressor(dtype: Any) -> BloscCodec:
+    """Zstd; byte shuffling for floats (pruned weights are exact zeros), bit shuffling for masks."""
+    shuffle = "bitshuffle" if np.dtype(dtype) == np.bool_ else "shuffle"
+    return BloscCodec(cname="zstd", clevel=5, shuffle=shuffle)
+
+
+def _open_group(path: str, mode: str) -> zarr.Group:
+    """The catalog's root group; a missing one is a CatalogError."""
+    try:
+        return open_zarr(path, mode)
+    except FileNotFoundError as err:
+        raise CatalogError(f"{path}: no catalog there") from err
+
+
+def _catalog_attrs(root: zarr.Group) -> dict[str, Any]:
+    """The root attributes, which must be a catalog's."""
+    attrs = root.attrs.asdict()
+    if "architectures" not in attrs:
+        raise CatalogError(f"{root.store_path}: not a catalog (create it first)")
+    return attrs
+
+
+def _batch_group(root: zarr.Group, batch: Batch) -> zarr.Group:
+    """The group of a batch's architecture, checking the batch is one of the catalog's plan."""
+    attrs = _catalog_attrs(root)
+    count, per_actor = attrs["networks"], attrs["networks_per_actor"]
+    expected = (
+        0 <= batch.architecture < len(attrs["hidden"])
+        and list(batch.hidden) == attrs["hidden"][batch.architecture]
+        and batch.start == batch.index * per_actor
+        and batch.stop == min(batch.start + per_actor, count)
+    )
+    if not expected:
+        raise CatalogError(f"{batch} is not a batch of this catalog's plan")
+    group = root[attrs["architectures"][batch.architecture]]
+    if not np.array_equal(group["seeds"][batch.start : batch.stop], batch.seeds):
+        raise CatalogError(f"batch {batch.index} of {group.basename}: other seeds in the catalog")
+    return group
+
+
+def _check_level(root: zarr.Group, level: int) -> None:
+    """`level` must index the schedule (negative counts from the end)."""
+    levels = len(root.attrs["sparsity"])
+    if not -levels <= level < levels:
+        raise CatalogError(f"level {level}: the catalog has levels 0 to {levels - 1}")
+
+
+def _check_write(
+    root: zarr.Group,
+    group: zarr.Group,
+    batch: Batch,
+    level: int,
+    record: LevelRecord,
+    networks: NetworkSnapshot,
+    threshold: float,
+    weights: str,
+) -> None:
+    """A level record must fit the catalog: open, same threshold and weights, its shapes."""
+    attrs = _catalog_attrs(root)
+    if attrs.get("complete", False):
+        raise CatalogError(f"{root.store_path}: the catalog is complete; it takes no more levels")
+    if threshold != attrs["threshold"] or weights != attrs["weights"]:
+        raise CatalogError(
+            f"threshold {threshold!r} and catalog.weights {weights!r} differ from the"
+            f" catalog's ({attrs['threshold']!r}, {attrs['weights']!r})"
+        )
+    if not 0 <= level < len(attrs["sparsity"]) or record.sparsity != attrs["sparsity"][level]:
+        raise CatalogError(f"level {level} (sparsity {record.sparsity}) is not in the schedule")
+    n, sizes = batch.stop - batch.start, group.attrs["layer_sizes"]
+    shapes = {
+        "losses": (np.shape(record.losses), (n, 3)),
+        "steps": (np.shape(record.steps), (n,)),
+        "diverged": (np.shape(record.diverged), (n,)),
+        "remaining": (np.shape(record.remaining), (n, len(sizes))),
+    }
+    for field in LAYER_FIELDS:
+        layers = getattr(networks, field)
+        if len(layers) != len(sizes):
+            shapes[f"{field} layers"] = (len(layers), len(sizes))
+            continue
+        for i, (n_in, n_out) in enumerate(sizes):
+            want = (n, n_in, n_out) if field in ("weights", "masks") else (n, n_out)
+            shapes[f"{field}[{i}]"] = (np.shape(layers[i]), want)
+    wrong = [f"{name} {got} (want {want})" for name, (got, want) in shapes.items() if got != want]
+    if wrong:
+        raise CatalogError(f"record of batch {batch.index} level {level}: {', '.join(wrong)}")
+
+
+def _snapshot(record: LevelRecord) -> NetworkSnapshot:
+    """A record's networks, loading them if it holds them lazily."""
+    networks = record.networks
+    return networks if isinstance(networks, NetworkSnapshot) else networks()
+
+
+def _write_optimal(
+    group: zarr.Group, batch: Batch, level: int, under: np.ndarray, networks: NetworkSnapshot
+) -> None:
+    """Copy the networks under the threshold to optimal/*, unless a sparser level is there.
+
+    The batch's whole region is read, changed and rewritten: its shards belong to this batch
+    alone, and contiguous writes into partial shards are what zarr supports.
+    """
+    region = slice(batch.start, batch.stop)
+    held = group["optimal/level"][region]
+    update = np.asarray(under) & (held <= level)
+    if not update.any():
+        return
+    for field in LAYER_FIELDS:
+        for i, values in enumerate(getattr(networks, field)):
+            array = group[f"optimal/{field}/{i}"]
+            current = array[region]
+            current[update] = values[update]
+            array[region] = current
+    held[update] = level
+    group["optimal/level"][region] = held
+
+
+def unwritten(path: str) -> list[str]:
+    """Every (architecture, batch, level) not yet written, as phrases; [] once all are."""
+    root = _open_group(str(path), "r")
+    attrs = _catalog_attrs(root)
+    missing = []
+    count, per_actor = attrs["networks"], attrs["networks_per_actor"]
+    for name in attrs["architectures"]:
+        done = root[name]["level_done"][:]
+        for index, start in enumerate(range(0, count, per_actor)):
+            for level in np.flatnonzero(~done[:, start : start + per_actor].all(axis=1)):
+                missing.append(f"{name} batch {index} level {level}")
+    return missing
+
+
+def _check_optimal_arrays(group: zarr.Group, optimal: np.ndarray, weights: str, path: str) -> None:
+    """optimal/* must hold each network's optimal level; with every level kept, mend them.
+
+    They can disagree only where a level was retrained after a crash and its test loss crossed
+    the threshold the other way.
+    """
+    held = group["optimal/level"][:]
+    stale = np.flatnonzero(held != optimal)
+    if stale.size == 0:
+        return
+    if weights != "all":
+        raise CatalogError(
+            f"{path}: the optimal weights of {group.basename} networks {stale.tolist()} are not"
+            " at their optimal level (a level was retrained), and catalog.weights 'optimal' kept"
+            " no other level to mend them from"
+        )
+    for k in stale:
+        for field in LAYER_FIELDS:
+            for i in range(len(group.attrs["layer_sizes"])):
+                target = group[f"optimal/{field}/{i}"]
+                if optimal[k] == NOT_OPTIMAL:
+                    values = np.full((1, *target.shape[1:]), target.fill_value)
+                else:
+                    values = group[f"{field}/{i}"][optimal[k], k : k + 1]
+                target[k : k + 1] = values
+    group["optimal/level"][:] = optimal
+
+
+def _architecture_table(
+    group: zarr.Group, optimal: np.ndarray, sparsity: Sequence[float]
+) -> pd.DataFrame:
+    """One row per network of one architecture: identity, optimal level and its losses."""
+    losses, steps, diverged = group["losses"][:], group["steps"][:], group["diverged"][:]
+    count = len(optimal)
+    k, at = np.arange(count), np.maximum(optimal, 0)
+    has = optimal >= 0
+    chosen = np.where(has[:, None], losses[at, k], np.nan)
+    total = sum(n_in * n_out for n_in, n_out in group.attrs["layer_sizes"])
+    kept = group["remaining"][:][at, k].sum(axis=1) / total
+    return pd.DataFrame(
+        {
+            "network": group.attrs["first_network"] + k,
+            "architecture": group.basename,
+            "seed": group["seeds"][:],
+            "optimal_level": optimal,
+            "optimal_sparsity": np.where(has, np.asarray(sparsity)[at], np.nan),
+            "train_loss": chosen[:, 0],
+            "val_loss": chosen[:, 1],
+            "test_loss": chosen[:, 2],
+            "dense_test_loss": losses[0, :, 2],
+            "final_test_loss": losses[-1, :, 2],
+            "remaining_fraction": np.where(has, kept, np.nan),
+            "steps_total": steps.sum(axis=0),
+            "diverged": diverged[-1],
+        }
+    )
+
+
+def _counts(table: pd.DataFrame, levels: int) -> dict[str, Any]:
+    """The summary `finalize` returns, as JSON data."""
+    optimal = table["optimal_level"].to_numpy()
+    return {
+        "networks": len(table),
+        "optimal": int(np.sum(optimal >= 0)),
+        "never_under_threshold": int(np.sum(optimal == NOT_OPTIMAL)),
+        "optimal_by_level": [int(np.sum(optimal == level)) for level in range(levels)],
+        "diverged": int(table["diverged"].sum()),
+    }
+
+
+def _require_weights(root: zarr.Group, what: str) -> None:
+    """Per-level weights exist only when the experiment's catalog.weights was "all"."""
+    if root.attrs["weights"] != "all":
+        raise CatalogError(
+            f"{what}: per-level weights were not kept (catalog.weights is"
+            f" {root.attrs['weights']!r}; set catalog.weights: all to keep them);"
+            " masks and the optimal networks are kept"
+        )
+
+
+def _read_layers(group: zarr.Group, read: Callable[[str, int], np.ndarray]) -> NetworkSnapshot:
+    """A NetworkSnapshot of `read(field, layer)` for every field and layer of `group`."""
+    layers = range(len(group.attrs["layer_sizes"]))
+    return NetworkSnapshot(*(tuple(read(field, i) for i in layers) for field in LAYER_FIELDS))

@@ -1,0 +1,186 @@
+"""`python -m mothray.results [NAME|PATH]`: browse experiments, while they run and after.
+
+Without a name: the experiments in the storage and their state. With one: its dataset and
+timings, the Tune trial table (read from Tune's own run directory, so it works while the
+experiment runs), and once the catalog is complete its summary: how many networks are
+optimally sparse at each level, as a bar chart, and the test-loss quantiles per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import sys
+from typing import Any
+
+import fsspec
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from mothray import catalog
+from mothray.config import ExperimentConfig, parse
+from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
+
+BAR_WIDTH = 40
+TRIAL_COLUMNS = ("trial", "status", "architecture", "networks", "level", "median test loss")
+
+
+def experiments(storage: str) -> list[dict[str, Any]]:
+    """experiment.json of every experiment directly under `storage`, by name."""
+    records = [
+        read_json(posixpath.join(entry, "experiment.json")) for entry in children(absolute(storage))
+    ]
+    return [record for record in records if record is not None]
+
+
+def trials(root: str) -> list[dict[str, Any]]:
+    """One row per Tune trial of the experiment at `root`: status and its last reported level."""
+    from ray.tune import ExperimentAnalysis
+
+    tune_dir = posixpath.join(root, "tune")
+    fs, location = fsspec.core.url_to_fs(tune_dir)
+    if not fs.exists(location) or not fs.glob(posixpath.join(location, "experiment_state-*.json")):
+        return []
+    rows = []
+    for trial in ExperimentAnalysis(tune_dir).trials:
+        last = trial.last_result or {}
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                "architecture": trial.config.get("architecture"),
+                "batch": trial.config.get("batch"),
+                "networks": last.get("networks"),
+                "level": last.get("level"),
+                "levels": last.get("levels"),
+                "sparsity": last.get("sparsity"),
+                "test_loss_median": last.get("test_loss_median"),
+                "under_threshold": last.get("under_threshold"),
+            }
+        )
+    return sorted(rows, key=lambda row: (row["architecture"] or "", row["batch"] or 0))
+
+
+def print_experiments(storage: str, console: Console) -> None:
+    """The table of experiments in a storage."""
+    table = Table(title=f"experiments in {absolute(storage)}")
+    for column in ("name", "state", "networks", "architectures", "started", "finished"):
+        table.add_column(column)
+    for record in experiments(storage):
+        config = parse(ExperimentConfig, record["config"])
+        table.add_row(
+            record["name"],
+            record["state"],
+            str(config.networks * len(config.hidden_sizes)),
+            ", ".join(map(catalog.architecture_name, config.hidden_sizes)),
+            record.get("started") or "",
+            record.get("finished") or "",
+        )
+    console.print(table)
+
+
+def print_experiment(root: str, console: Console) -> None:
+    """An experiment's state, dataset, trial table and, once complete, catalog summary."""
+    record = read_json(posixpath.join(root, "experiment.json"))
+    console.print(f"[bold]{record['name']}[/bold] at {root}: {record['state']}")
+    if "dataset" in record:
+        counts = record["dataset"]
+        console.print(
+            f"dataset {counts['id']}: {counts['train']:,} train, {counts['val']:,} validation, "
+            f"{counts['test']:,} test rows; failed trajectories excluded: "
+            f"{counts['failed_train']:,} train, {counts['failed_test']:,} test"
+        )
+    for number, session in enumerate(record["sessions"], 1):
+        timings = ", ".join(
+            f"{k.removesuffix('_s')} {v:.1f} s" for k, v in session["timings"].items()
+        )
+        console.print(f"run {number}, started {session['started']}: {timings or 'no stage done'}")
+    print_trials(trials(root), console)
+    if record["state"] == "complete":
+        path = posixpath.join(
+            root, catalog.STORE_NAME
+        )  # not the stored path: the directory may have moved
+        print_catalog(catalog.open(path), console)
+        console.print(
+            f"catalog: {path} (Zarr) and {catalog.table_path(path)}; in Python: "
+            f"mothray.catalog.open(path); Tune's results: {posixpath.join(root, 'tune')}"
+        )
+
+
+def print_trials(rows: list[dict[str, Any]], console: Console) -> None:
+    """Per trial: status, networks, current level, median test loss, networks under threshold."""
+    table = Table(title="trials")
+    for column in (*TRIAL_COLUMNS, "under threshold"):
+        table.add_column(column, justify="left" if column in TRIAL_COLUMNS[:3] else "right")
+    for row in rows:
+        level = (
+            ""
+            if row["level"] is None
+            else f"{row['level'] + 1}/{row['levels']} ({row['sparsity']:.0%})"
+        )
+        table.add_row(
+            row["trial"],
+            row["status"],
+            f"{row['architecture']} #{row['batch']}",
+            _text(row["networks"]),
+            level,
+            "" if row["test_loss_median"] is None else f"{row['test_loss_median']:.3e}",
+            _text(row["under_threshold"]),
+        )
+    console.print(table)
+
+
+def print_catalog(cat: catalog.Catalog, console: Console) -> None:
+    """Networks optimal at each sparsity (a text bar chart) and test-loss quantiles per level."""
+    optimal = cat.optimal_level
+    counts = [int(np.count_nonzero(optimal == level)) for level in range(len(cat.sparsity))]
+    table = Table(title=f"catalog: {len(optimal)} networks, threshold {cat.threshold:g}")
+    for column in ("sparsity", "optimal here", "", "test loss q25", "median", "q75"):
+        table.add_column(column, justify="left" if column == "" else "right")
+    test = cat.losses[:, :, 2]
+    for level, sparsity in enumerate(cat.sparsity):
+        q25, median, q75 = np.nanquantile(test[level], [0.25, 0.5, 0.75])
+        bar = "█" * round(BAR_WIDTH * counts[level] / max(max(counts), 1))
+        table.add_row(
+            f"{sparsity:.0%}", str(counts[level]), bar, f"{q25:.2e}", f"{median:.2e}", f"{q75:.2e}"
+        )
+    never = int(np.count_nonzero(optimal < 0))
+    table.add_row(
+        "never", str(never), "█" * round(BAR_WIDTH * never / max(max(counts), 1)), "", "", ""
+    )
+    console.print(table)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mothray.results",
+        description="List experiments, or show one: trials while it runs, catalog once complete.",
+    )
+    parser.add_argument("experiment", nargs="?", help="experiment name in the storage, or its path")
+    parser.add_argument("--storage", help="directory or URL (default $MOTHRAY_STORAGE or ./runs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; an unknown experiment exits with status 2."""
+    args = _parser().parse_args(argv)
+    storage = args.storage or default_storage()
+    console = Console()
+    if args.experiment is None:
+        print_experiments(storage, console)
+        return 0
+    for root in (absolute(args.experiment), experiment_dir(storage, args.experiment)):
+        if read_json(posixpath.join(root, "experiment.json")) is not None:
+            print_experiment(root, console)
+            return 0
+    print(f"error: no experiment {args.experiment!r} (as a path, or in {storage})", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,457 @@
+"""The sparse-network catalog: layout, concurrent and repeated writes, the optimal-level rule."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from mothray import catalog, data, train
+from mothray.catalog import Batch, CatalogError
+from mothray.config import (
+    CatalogConfig,
+    ExperimentConfig,
+    ResourcesConfig,
+    SimulationConfig,
+    TrainConfig,
+)
+from mothray.simulate import SPLITS, chunks_of, compute_chunk
+
+ARCHITECTURES = ((8, 8, 4), (8, 4))  # different depths: per-layer reads need select()
+NAMES = ["8-8-4", "8-4"]
+NETWORKS, PER_ACTOR, SEED = 5, 2, 100
+K = NETWORKS * len(ARCHITECTURES)
+TRAINING = TrainConfig(
+    batch_size=16,
+    learning_rate=3e-3,
+    schedule=(0.0, 0.5, 0.8, 0.95),
+    stop_check_every=10,
+    stop_window=20,
+    eval_batch_size=1000,
+)
+LEVELS = len(TRAINING.schedule)
+
+
+def experiment(threshold: float, weights: str = "all", name: str = "catalog-test"):
+    """Two architectures of 5 networks, 2 per actor: batches of 2, 2 and 1 networks each."""
+    return ExperimentConfig(
+        name=name,
+        networks=NETWORKS,
+        seed=SEED,
+        architectures=ARCHITECTURES,
+        training=dataclasses.replace(TRAINING, threshold=threshold),
+        resources=ResourcesConfig(networks_per_actor=PER_ACTOR),
+        catalog=CatalogConfig(weights=weights),
+    )
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    """Real sweeps of each architecture's networks on a thousand real trajectories per split;
+    the threshold is the median of the networks' best test losses, so half never reach it."""
+    sim = SimulationConfig(train=1000, test=1000, chunk=1000, seed=3)
+    splits = data.from_arrays(
+        *[compute_chunk(sim, chunks_of(sim, split)[0]) for split in SPLITS]
+    ).splits
+    results = [
+        train.prune_sweep(
+            splits,
+            dataclasses.replace(TRAINING, hidden=hidden),
+            [SEED + a * NETWORKS + k for k in range(NETWORKS)],
+        )
+        for a, hidden in enumerate(ARCHITECTURES)
+    ]
+    best = np.concatenate([result.losses[:, :, 2].min(axis=0) for result in results])
+    return results, float(np.median(best))
+
+
+def batch_record(result: train.SweepResult, batch: Batch, level: int) -> train.LevelRecord:
+    """A batch's slice of one level of a sweep, its networks held lazily as a trial's are."""
+    record, part = result.levels[level], slice(batch.start, batch.stop)
+    snapshot = result.snapshot(level)
+    networks = train.NetworkSnapshot(
+        *(tuple(layer[part] for layer in getattr(snapshot, f)) for f in snapshot._fields)
+    )
+    return train.LevelRecord(
+        record.sparsity,
+        record.losses[part],
+        record.steps[part],
+        record.remaining[part],
+        record.diverged[part],
+        lambda: networks,
+    )
+
+
+def write(path, config, results, batches, levels) -> None:
+    """Write the given levels of the given batches, one level's batches concurrently."""
+    threshold, weights = config.training.threshold, config.catalog.weights
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        for level in levels:
+            jobs = [
+                pool.submit(
+                    catalog.write_level,
+                    path,
+                    batch,
+                    level,
+                    batch_record(results[batch.architecture], batch, level),
+                    threshold,
+                    weights,
+                )
+                for batch in batches
+            ]
+            for job in jobs:
+                job.result()
+
+
+@pytest.fixture(scope="module")
+def finished(sweeps, tmp_path_factory):
+    """A complete catalog, levels written last first and some twice; finalize's counts."""
+    results, threshold = sweeps
+    config = experiment(threshold)
+    path = str(tmp_path_factory.mktemp("catalog") / "catalog.zarr")
+    catalog.create(path, config)
+    batches = catalog.plan(config)
+    write(path, config, results, batches, levels=reversed(range(LEVELS)))
+    write(path, config, results, batches[::2], levels=[1, 0, 3])
+    return path, config, catalog.finalize(path)
+
+
+def expected_optimal(test_losses: np.ndarray, threshold: float) -> list[int]:
+    """The protocol's rule, network by network: the sparsest level at or under the threshold."""
+    return [
+        max((level for level, loss in enumerate(column) if loss <= threshold), default=-1)
+        for column in test_losses.T
+    ]
+
+
+def files(root: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_plan_covers_every_network_once_in_batches_of_an_actor():
+    config = experiment(1e-3)
+    batches = catalog.plan(config)
+    assert [(b.architecture, b.index, b.start, b.stop) for b in batches] == [
+        (a, i, start, stop)
+        for a in range(2)
+        for i, (start, stop) in enumerate([(0, 2), (2, 4), (4, 5)])
+    ]
+    assert [b.hidden for b in batches] == [ARCHITECTURES[0]] * 3 + [ARCHITECTURES[1]] * 3
+    seeds = [seed for b in batches for seed in b.seeds]
+    assert seeds == list(range(SEED, SEED + K))
+    assert catalog.architecture_name((400, 400, 400, 16)) == "400-400-400-16"
+    single = catalog.plan(dataclasses.replace(config, architectures=(), networks=3))
+    assert [(b.hidden, b.start, b.stop, b.seeds) for b in single] == [
+        (TRAINING.hidden, 0, 2, (100, 101)),
+        (TRAINING.hidden, 2, 3, (102,)),
+    ]
+
+
+def test_catalog_holds_what_the_sweeps_produced(sweeps, finished):
+    results, _ = sweeps
+    path, _, _ = finished
+    cat = catalog.open(path)
+    assert len(cat) == K and cat.architectures == NAMES
+    np.testing.assert_array_equal(cat.sparsity, TRAINING.schedule)
+    np.testing.assert_array_equal(cat.losses, np.concatenate([r.losses for r in results], 1))
+    np.testing.assert_array_equal(cat.steps, np.concatenate([r.steps for r in results], 1))
+    np.testing.assert_array_equal(cat.diverged, np.concatenate([r.diverged for r in results], 1))
+    np.testing.assert_array_equal(cat.seeds, np.arange(SEED, SEED + K))
+    np.testing.assert_array_equal(cat.architecture, [0] * NETWORKS + [1] * NETWORKS)
+    for name, result in zip(NAMES, results, strict=True):
+        sub = cat.select(name)
+        assert len(sub) == NETWORKS and sub.architectures == [name]
+        np.testing.assert_array_equal(sub.remaining, result.remaining)
+        np.testing.assert_array_equal(sub.losses, result.losses)
+        for level in range(LEVELS):
+            for field in ("weights", "biases", "masks", "bias_masks"):
+                stored, produced = getattr(sub, field)(level), getattr(result, field)
+                assert len(stored) == len(produced)
+                for mine, theirs in zip(stored, produced, strict=True):
+                    assert mine.dtype == theirs.dtype
+                    np.testing.assert_array_equal(mine, theirs[level])
+
+
+def test_per_layer_reads_need_one_architecture(finished):
+    cat = catalog.open(finished[0])
+    for read in (lambda: cat.remaining, lambda: cat.weights(0), lambda: cat.masks(0), cat.optimal):
+        with pytest.raises(CatalogError, match="select"):
+            read()
+    with pytest.raises(CatalogError, match="no architecture"):
+        cat.select("1-2-3")
+    with pytest.raises(CatalogError, match="levels 0 to 3"):
+        cat.select("8-4").masks(LEVELS)
+
+
+def test_optimal_level_is_the_sparsest_level_under_the_threshold(finished):
+    path, config, counts = finished
+    cat = catalog.open(path)
+    rule = expected_optimal(cat.losses[:, :, 2], config.training.threshold)
+    assert cat.optimal_level.tolist() == rule
+    assert -1 in rule and any(level >= 0 for level in rule)  # both kinds are kept
+    assert counts == {
+        "networks": K,
+        "optimal": sum(level >= 0 for level in rule),
+        "never_under_threshold": rule.count(-1),
+        "optimal_by_level": [rule.count(level) for level in range(LEVELS)],
+        "diverged": int(cat.diverged[-1].sum()),
+    }
+    json.dumps(counts)
+
+
+def test_optimal_networks_are_those_at_their_optimal_level(finished):
+    cat = catalog.open(finished[0])
+    for name in NAMES:
+        sub = cat.select(name)
+        optimal = sub.optimal()
+        levels = [
+            train.NetworkSnapshot(*(getattr(sub, f)(level) for f in optimal._fields))
+            for level in range(LEVELS)
+        ]
+        for field in optimal._fields:
+            for i, stored in enumerate(getattr(optimal, field)):
+                for k, level in enumerate(sub.optimal_level):
+                    if level >= 0:
+                        np.testing.assert_array_equal(
+                            stored[k], getattr(levels[level], field)[i][k]
+                        )
+                    elif "masks" in field:
+                        assert not stored[k].any()
+                    else:
+                        assert np.isnan(stored[k]).all()
+        for networks in [optimal, *levels]:
+            pairs = [(networks.weights, networks.masks), (networks.biases, networks.bias_masks)]
+            for values, masks in pairs:
+                for layer_values, layer_masks in zip(values, masks, strict=True):
+                    assert np.all(layer_values[~layer_masks & ~np.isnan(layer_values)] == 0)
+
+
+def test_level_networks_reads_a_batch_back(sweeps, finished):
+    results, _ = sweeps
+    path, config, _ = finished
+    batch = catalog.plan(config)[4]  # architecture 1, networks 2 and 3
+    stored = catalog.level_networks(path, batch, 2)
+    produced = results[1].snapshot(2)
+    for field in stored._fields:
+        for mine, theirs in zip(getattr(stored, field), getattr(produced, field), strict=True):
+            np.testing.assert_array_equal(mine, theirs[2:4])
+
+
+def test_table_has_a_row_per_network(finished):
+    path, config, _ = finished
+    cat = catalog.open(path)
+    table = cat.table
+    assert Path(path).with_suffix(".csv").is_file()
+    assert list(table.columns) == [
+        "network",
+        "architecture",
+        "seed",
+        "optimal_level",
+        "optimal_sparsity",
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "dense_test_loss",
+        "final_test_loss",
+        "remaining_fraction",
+        "steps_total",
+        "diverged",
+    ]
+    assert table["network"].tolist() == list(range(K))
+    assert table["architecture"].tolist() == [n for n in NAMES for _ in range(NETWORKS)]
+    np.testing.assert_array_equal(table["seed"], cat.seeds)
+    np.testing.assert_array_equal(table["optimal_level"], cat.optimal_level)
+    np.testing.assert_array_equal(table["steps_total"], cat.steps.sum(axis=0))
+    np.testing.assert_array_equal(table["diverged"], cat.diverged[-1])
+    np.testing.assert_array_equal(table["dense_test_loss"], cat.losses[0, :, 2])
+    np.testing.assert_array_equal(table["final_test_loss"], cat.losses[-1, :, 2])
+    for k, level in enumerate(cat.optimal_level):
+        row = table.iloc[k]
+        if level < 0:
+            assert row[["optimal_sparsity", "test_loss", "remaining_fraction"]].isna().all()
+            continue
+        assert row["optimal_sparsity"] == TRAINING.schedule[level]
+        assert (
+            row[["train_loss", "val_loss", "test_loss"]].tolist() == cat.losses[level, k].tolist()
+        )
+        sub = cat.select(row["architecture"])
+        total = sum(mask[0].size for mask in sub.masks(level))
+        assert row["remaining_fraction"] == sub.remaining[level, k % NETWORKS].sum() / total
+        assert row["test_loss"] <= config.training.threshold
+    sub_table = cat.select("8-4").table
+    assert sub_table["network"].tolist() == list(range(NETWORKS, K))
+
+
+def test_arrays_are_chunked_by_batch(finished):
+    """Along the network axis every chunk or shard holds one batch: trials never share a file."""
+    root = zarr.open_group(finished[0], mode="r")
+    for name in NAMES:
+        arrays = [a for _, a in root[name].members(max_depth=None) if isinstance(a, zarr.Array)]
+        assert len(arrays) == 8 + 8 * len(root[name].attrs["layer_sizes"])
+        for array in arrays:
+            axis = array.shape.index(NETWORKS)
+            outer = array.shards or array.chunks
+            assert outer[axis] == PER_ACTOR and all(size == 1 for size in outer[:axis])
+            if array.ndim - axis == 3:  # a weight or mask matrix: one network per inner chunk
+                assert array.shards is not None and array.chunks[axis] == 1
+
+
+def test_catalog_reads_with_zarr_and_pandas_alone_and_holds_no_pickle(finished):
+    path = finished[0]
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy, pandas, zarr
+        root = zarr.open_group({path!r}, mode="r")
+        assert root.attrs["complete"] and root.attrs["architectures"] == {NAMES!r}
+        group = root["8-4"]
+        level = group["optimal_level"][:]
+        assert group["losses"].shape == ({LEVELS}, {NETWORKS}, 3)
+        assert group["optimal/weights/0"][:].shape == ({NETWORKS}, 10, 8)
+        assert group["masks/2"][1, 0].shape == (4, 7)
+        table = pandas.read_csv({str(Path(path).with_suffix(".csv"))!r})
+        assert len(table) == {K}
+        assert table["optimal_level"].tolist()[{NETWORKS}:] == level.tolist()
+        assert not [m for m in sys.modules if m.split(".")[0] == "mothray"]
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd="/")
+    allowed_codecs = {"sharding_indexed", "bytes", "blosc", "crc32c"}
+    allowed_types = {"bool", "int64", "float32", "float64"}
+    for name, content in files(path).items():
+        if name.endswith("zarr.json"):
+            meta = json.loads(content)
+            if meta["node_type"] == "array":
+                assert meta["data_type"] in allowed_types
+                assert codec_names(meta["codecs"]) <= allowed_codecs
+        else:
+            assert "/c/" in f"/{name}", name  # chunk data, compressed by blosc
+            assert content[:1] != b"\x80", name  # no pickle header
+
+
+def codec_names(codecs: list) -> set:
+    names = set()
+    for codec in codecs:
+        names.add(codec["name"])
+        config = codec.get("configuration", {})
+        names |= codec_names(config.get("codecs", []) + config.get("index_codecs", []))
+    return names
+
+
+def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(sweeps, finished, tmp_path):
+    """Through a file:// URL: refusals until every level is written, identical rewrites."""
+    results, threshold = sweeps
+    config = experiment(threshold, weights="optimal")
+    path = f"file://{tmp_path}/run/catalog.zarr"
+    catalog.create(path, config)
+    batches = catalog.plan(config)
+    with pytest.raises(CatalogError, match="another experiment.*name"):
+        catalog.create(path, dataclasses.replace(config, name="other"))
+    write(path, config, results, batches, levels=[3, 0, 2])
+    write(path, config, results, batches[:-1], levels=[1])
+    with pytest.raises(CatalogError, match="8-4 batch 2 level 1$"):
+        catalog.finalize(path)
+    with pytest.raises(CatalogError, match="not complete"):
+        catalog.open(path)
+    write(path, config, results, batches[-1:], levels=[1])
+    local = f"{tmp_path}/run/catalog.zarr"
+    before = files(local)
+    catalog.create(path, config)
+    write(path, config, results, batches[:3], levels=[2, 1, 3, 0])
+    assert files(local) == before
+    counts = catalog.finalize(path)
+    assert counts == finished[2]
+    assert not any(name.startswith(("8-4/weights", "8-8-4/biases")) for name in files(local))
+    cat = catalog.open(path)
+    assert (tmp_path / "run" / "catalog.csv").is_file()
+    reference = catalog.open(finished[0])
+    assert cat.table.equals(reference.table)
+    for name in NAMES:
+        sub, full = cat.select(name), reference.select(name)
+        for mine, theirs in zip(sub.optimal(), full.optimal(), strict=True):
+            for a, b in zip(mine, theirs, strict=True):
+                np.testing.assert_array_equal(a, b)
+        for a, b in zip(sub.masks(3), full.masks(3), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for read in (sub.weights, sub.biases):
+            with pytest.raises(CatalogError, match="catalog.weights is 'optimal'"):
+                read(0)
+    with pytest.raises(CatalogError, match="catalog.weights"):
+        catalog.level_networks(path, batches[0], 0)
+
+
+def test_writes_that_do_not_fit_are_refused(sweeps, finished, tmp_path):
+    results, threshold = sweeps
+    config = experiment(threshold)
+    path = str(tmp_path / "catalog.zarr")
+    catalog.create(path, config)
+    batch = catalog.plan(config)[1]
+    record = batch_record(results[0], batch, 2)
+
+    def refused(match, **change):
+        args = {"batch": batch, "level": 2, "record": record, "threshold": threshold}
+        args |= {"weights": "all"} | change
+        with pytest.raises(CatalogError, match=match):
+            catalog.write_level(path, **args)
+
+    refused("differ from the catalog", threshold=threshold * 2)
+    refused("differ from the catalog", weights="optimal")
+    refused("not in the schedule", level=1)
+    refused("not in the schedule", level=LEVELS)
+    refused("not a batch", batch=batch._replace(start=1, stop=3))
+    refused("not a batch", batch=batch._replace(hidden=(8, 4)))
+    refused("other seeds", batch=batch._replace(seeds=(0, 1)))
+    refused("losses", record=record._replace(losses=record.losses[:1]))
+    short = record.networks()._replace(masks=record.networks().masks[:2])
+    refused("layers", record=record._replace(networks=short))
+    assert not zarr.open_group(path, mode="r")["8-8-4/level_done"][:].any()
+    with pytest.raises(CatalogError, match="not written"):
+        catalog.level_networks(path, batch, 2)
+    with pytest.raises(CatalogError, match="complete"):
+        catalog.write_level(finished[0], batch, 2, record, threshold, "all")
+    with pytest.raises(CatalogError, match="no catalog"):
+        catalog.open(str(tmp_path / "missing.zarr"))
+
+
+@pytest.mark.parametrize("weights", ["all", "optimal"])
+def test_finalize_mends_optimal_weights_of_a_retrained_level_when_it_can(sweeps, tmp_path, weights):
+    """A level retrained after a crash may lift a network over the threshold: its optimal
+    weights then lie at a sparser level than its losses say, mended from the kept levels."""
+    results, threshold = sweeps
+    config = dataclasses.replace(experiment(threshold, weights), architectures=ARCHITECTURES[:1])
+    path, batches = str(tmp_path / "catalog.zarr"), catalog.plan(config)
+    catalog.create(path, config)
+    write(path, config, results, batches, levels=range(LEVELS))
+    optimal = catalog.optimal_levels(results[0].losses[:, :, 2], threshold)
+    k = int(np.flatnonzero(optimal >= 0)[0])
+    batch = next(b for b in batches if b.start <= k < b.stop)
+    record = batch_record(results[0], batch, optimal[k])
+    losses = record.losses.copy()
+    losses[k - batch.start, 2] = np.inf
+    catalog.write_level(path, batch, optimal[k], record._replace(losses=losses), threshold, weights)
+    if weights == "optimal":
+        with pytest.raises(CatalogError, match=f"networks \\[{k}\\] .* retrained"):
+            catalog.finalize(path)
+        return
+    catalog.finalize(path)
+    cat = catalog.open(path)
+    level = cat.optimal_level[k]
+    assert level < optimal[k]
+    for field, layers in cat.optimal()._asdict().items():
+        for i, stored in enumerate(layers):
+            if level >= 0:
+                np.testing.assert_array_equal(stored[k], getattr(cat, field)(level)[i][k])
+            else:
+                assert not np.any(stored[k]) if "masks" in field else np.isnan(stored[k]).all()
+
+
+def test_optimal_levels_rule():
+    losses = np.array([[0.5, 2.0, 0.1, np.nan], [0.5, 2.0, 3.0, 0.1], [2.0, 2.0, 0.1, 0.1]])
+    assert catalog.optimal_levels(losses, 1.0).tolist() == [1, -1, 2, 2]
+    assert catalog.table_path("file:///a/b/catalog.zarr/") == "file:///a/b/catalog.csv"
+    assert catalog.table_path("catalog.zarr") == "catalog.csv"

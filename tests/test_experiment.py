@@ -1,0 +1,447 @@
+"""The experiment end to end, through real Ray Tune trials on a real local Ray cluster.
+
+One uninterrupted run of a small experiment is the reference; interrupted runs (the driver
+killed, a trial's worker killed) must reach exactly its catalog.
+"""
+
+import dataclasses
+import json
+import os
+import pickletools
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from mothray import catalog
+from mothray.config import load_experiment, to_dict
+from mothray.experiment import ExperimentError, run
+from mothray.results import trials
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+CLI = [sys.executable, "-m", "mothray.experiment"]
+# Slow enough to interrupt mid-run (6000 steps per level), and four trials, two at a time.
+CONFIG = dataclasses.replace(
+    load_experiment(SMOKE),
+    name="interruptible",
+    networks=8,
+    training=dataclasses.replace(
+        load_experiment(SMOKE).training,
+        epochs_per_level=120,
+        stop_ratio=1e-6,  # never stalls: 6000 steps (about 1.5 s) per level
+        schedule=(0.0, 0.5, 0.7, 0.8, 0.9),
+    ),
+)
+
+
+def write_config(path: Path, config) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    return path
+
+
+def catalog_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of a catalog store, by its path in the group."""
+    root = zarr.open_group(path, mode="r")
+    return {name: array[...] for name, array in root.arrays()} | {
+        f"{group_name}/{name}": array[...]
+        for group_name, group in root.groups()
+        for name, array in _arrays(group)
+    }
+
+
+def _arrays(group, prefix=""):
+    for name, array in group.arrays():
+        yield f"{prefix}{name}", array
+    for name, sub in group.groups():
+        yield from _arrays(sub, f"{prefix}{name}/")
+
+
+def assert_same_catalog(path: str, reference: str) -> None:
+    got, want = catalog_arrays(path), catalog_arrays(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert np.array_equal(got[name], want[name], equal_nan=True), name
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def levels_done(path: str) -> np.ndarray:
+    """level_done of the one architecture, (L, K); all False before the catalog exists."""
+    try:
+        group = zarr.open_group(path, mode="r")
+        return np.asarray(next(iter(group.groups()))[1]["level_done"][...])
+    except (FileNotFoundError, StopIteration, KeyError, ValueError):
+        return np.zeros((len(CONFIG.training.schedule), CONFIG.networks), bool)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster, tmp_path_factory):
+    """One uninterrupted run of CONFIG."""
+    storage = tmp_path_factory.mktemp("reference")
+    record = run(CONFIG, str(storage), progress=False)
+    return storage, record
+
+
+def test_catalog_of_an_uninterrupted_run(reference):
+    storage, record = reference
+    assert record["state"] == "complete"
+    cat = catalog.open(record["catalog"]["path"])
+    schedule, threshold = CONFIG.training.schedule, CONFIG.training.threshold
+    assert np.array_equal(cat.sparsity, schedule)
+    assert len(cat.seeds) == CONFIG.networks and len(set(cat.seeds.tolist())) == CONFIG.networks
+    test = cat.losses[:, :, 2]
+    assert np.isfinite(cat.losses).all()
+    for k, level in enumerate(cat.optimal_level):
+        under = np.flatnonzero(test[:, k] <= threshold)
+        assert level == (under.max() if under.size else -1)
+    assert (cat.optimal_level >= 0).any(), "no network under the smoke threshold"
+    for level in range(len(schedule)):
+        for weights, masks in zip(cat.weights(level), cat.masks(level), strict=True):
+            assert not weights[~masks].any()
+    # loss rises with extreme sparsity, as in the study
+    assert np.median(test[-1]) > np.median(test[0])
+    table = cat.table
+    assert len(table) == CONFIG.networks
+    assert (table["optimal_level"].to_numpy() == cat.optimal_level).all()
+    counts = record["dataset"]
+    assert counts["train"] + counts["val"] + counts["failed_train"] == CONFIG.simulation.train
+    assert record["catalog"]["networks"] == CONFIG.networks
+
+
+TUNE_PICKLES = ("tuner.pkl", "params.pkl", "basic-variant-state-")  # Tune's, for Tuner.restore
+
+
+def test_stored_results_are_plain_files(reference):
+    storage, record = reference
+    root = storage / CONFIG.name
+    files = [path for path in storage.rglob("*") if path.is_file()]
+    for path in files:
+        if not path.name.startswith(TUNE_PICKLES):
+            assert not path.name.endswith((".pkl", ".pickle")), path
+            assert not _is_pickle(path.read_bytes()), path
+    checkpoints = [path for path in files if "checkpoint_" in str(path)]
+    assert checkpoints
+    for path in checkpoints:  # a trial's checkpoint is a Zarr group, plus Tune's metadata
+        assert path.name == ".metadata.json" or "sweep.zarr" in path.parts, path
+    assert pd.read_csv(root / "catalog.csv").shape[0] == CONFIG.networks
+    assert json.loads((root / "experiment.json").read_text())["state"] == "complete"
+
+
+def _is_pickle(content: bytes) -> bool:
+    if not content.startswith(b"\x80"):
+        return False
+    try:
+        pickletools.dis(content, out=open(os.devnull, "w"))  # noqa: SIM115
+    except Exception:
+        return False
+    return True
+
+
+def test_tune_results_stay_readable(reference):
+    storage, record = reference
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(storage / CONFIG.name / "tune"))
+    frame = analysis.dataframe()
+    assert len(frame) == CONFIG.networks // CONFIG.resources.networks_per_actor
+    assert (frame["level"] == len(CONFIG.training.schedule) - 1).all()
+    assert list((storage / CONFIG.name / "tune").rglob("events.out.tfevents*"))
+
+
+def test_rerun_of_a_complete_experiment_recomputes_nothing(reference):
+    storage, record = reference
+    before = sorted((storage / CONFIG.name / "tune").rglob("result.json"))
+    sizes = [path.stat().st_size for path in before]
+    assert run(CONFIG, str(storage), progress=False) == record
+    assert [path.stat().st_size for path in before] == sizes
+
+
+def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference, tmp_path):
+    config_path = write_config(tmp_path / "config.yaml", CONFIG)
+    storage = tmp_path / "runs"
+    catalog_path = str(storage / CONFIG.name / "catalog.zarr")
+    command = [*CLI, "--config", str(config_path), "--storage", str(storage)]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # Tune saves its state often
+    driver = subprocess.Popen(
+        [*command, "--address", ray_cluster], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _finished_and_checkpointed(storage), timeout=300)
+    finally:
+        driver.kill()
+        driver.wait()
+    finished = {trial: _result_size(storage, trial) for trial in _terminated(storage)}
+    # results are browsable while the experiment is unfinished
+    browse = subprocess.run(
+        [sys.executable, "-m", "mothray.results", CONFIG.name, "--storage", str(storage)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert browse.returncode == 0 and "TERMINATED" in browse.stdout
+    assert re.search("RUNNING|PENDING", browse.stdout)
+    assert not levels_done(catalog_path).all(), "the run finished before the driver was killed"
+    resumed = subprocess.run(
+        [*command, "--resume", "--address", ray_cluster], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_catalog(catalog_path, reference[1]["catalog"]["path"])
+    # finished trials were not run again: their result logs did not grow
+    assert {trial: _result_size(storage, trial) for trial in finished} == finished
+    # unfinished ones continued from their checkpoints
+    continued = [
+        report["resumed_from"]
+        for log in (storage / CONFIG.name / "tune").glob("*/result.json")
+        for report in map(json.loads, log.read_text().splitlines())
+    ]
+    assert max(continued) >= 0
+
+
+def _finished_and_checkpointed(storage: Path) -> bool:
+    """Some trials have finished, and an unfinished one has checkpointed two levels of five."""
+    terminated = _terminated(storage)
+    assert len(terminated) < 4, "the run finished before the driver was killed"
+    logs = (storage / CONFIG.name / "tune").glob("*/result.json")
+    running = [log for log in logs if not any(trial in str(log) for trial in terminated)]
+    return bool(terminated) and any(2 <= len(log.read_text().splitlines()) <= 3 for log in running)
+
+
+def _terminated(storage: Path) -> list[str]:
+    return [
+        row["trial"] for row in trials(str(storage / CONFIG.name)) if row["status"] == "TERMINATED"
+    ]
+
+
+def _result_size(storage: Path, trial: str) -> int:
+    (path,) = (storage / CONFIG.name / "tune").glob(f"*{trial}*/result.json")
+    return path.stat().st_size
+
+
+def test_killed_trial_worker_resumes_from_its_last_level(ray_cluster, reference, tmp_path):
+    storage = tmp_path / "runs"
+    tune_dir = storage / CONFIG.name / "tune"
+    killed = []
+    stop = threading.Event()
+
+    def kill_a_trial_after_its_first_level() -> None:
+        while not stop.is_set() and not killed:
+            for log in tune_dir.glob("*/result.json"):
+                reports = [json.loads(line) for line in log.read_text().splitlines()]
+                if len(reports) >= 2:  # Tune has registered its first checkpoint by now
+                    os.kill(reports[0]["pid"], signal.SIGKILL)
+                    killed.append(log)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_trial_after_its_first_level)
+    killer.start()
+    try:
+        record = run(CONFIG, str(storage), progress=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no running trial was found to kill"
+    assert record["state"] == "complete"
+    assert_same_catalog(
+        str(storage / CONFIG.name / "catalog.zarr"), reference[1]["catalog"]["path"]
+    )
+    reports = [json.loads(line) for line in killed[0].read_text().splitlines()]
+    restarts = [report for report in reports if report["resumed_from"] >= 0]
+    assert restarts, "the killed trial did not continue from its checkpoint"
+    assert restarts[0]["level"] == restarts[0]["resumed_from"] + 1 > 0
+    assert [report["level"] for report in reports][-1] == len(CONFIG.training.schedule) - 1
+
+
+AGENT_PORTS = (
+    "dashboard-agent-listen",
+    "dashboard-agent-grpc",
+    "runtime-env-agent",
+    "metrics-export",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_runs_the_smoke_experiment(tmp_path):
+    port, dashboard, *agent_ports = (free_port() for _ in range(6))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",  # the head requires a token; the CLI then sends $HOME/.ray's
+        "HOME": str(tmp_path),  # a token of this test's own
+    }
+    env.pop("RAY_ADDRESS", None)
+    ray = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    head = subprocess.Popen(
+        [
+            ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+            "--port", str(port), "--num-cpus", "2", "--include-dashboard", "true",
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+            "--disable-usage-stats",
+            # the session's cluster holds the agents' default ports
+            *map("--{}-port={}".format, AGENT_PORTS, agent_ports),
+        ],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    storage = tmp_path / "runs"
+    try:
+        submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--"]
+        entrypoint = [*CLI[1:], "2", "--config", str(SMOKE), "--storage", str(storage)]
+        wait_for(lambda: _dashboard_up(dashboard), timeout=120, interval=1)
+        for _ in range(30):  # the head's job agent comes up a little after its dashboard
+            job = subprocess.run(
+                [*submit, "python", *entrypoint], env=env, capture_output=True, text=True,
+                timeout=600,
+            )  # fmt: skip
+            if "No available agent" not in job.stderr:
+                break
+            time.sleep(2)
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout
+    cat = catalog.open(str(storage / "smoke" / "catalog.zarr"))
+    assert len(cat.seeds) == 2
+
+
+def _dashboard_up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+BAD_CONFIGS = [
+    ("networks: 4\nsurprise: 1\n", "surprise: unknown key"),
+    ("networks: four\n", "networks: must be an integer"),
+    ("networks: 0\n", "networks: must be > 0"),
+    ("simulation: {train: -5}\n", "simulation.train: must be > 0"),
+    ("training: {batch_size: 0}\n", "training.batch_size: must be > 0"),
+    ("training: {schedule: []}\n", "training.schedule: must be a non-empty list"),
+    ("training: {schedule: [0.0, 0.5, 0.5]}\n", "training.schedule: must be strictly increasing"),
+    ("training: {threshold: 0}\n", "training.threshold: must be > 0"),
+    ("training: {threshold: -0.001}\n", "training.threshold: must be > 0"),
+    ("resources: {networks_per_actor: 0}\n", "resources.networks_per_actor: must be > 0"),
+]
+
+
+@pytest.mark.parametrize(("yaml", "message"), BAD_CONFIGS)
+def test_bad_config_exits_2_naming_the_field(tmp_path, yaml, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"name: bad\n{yaml}")
+    storage = tmp_path / "runs"
+    result = subprocess.run(
+        [*CLI, "--config", str(config), "--storage", str(storage)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not storage.exists(), "something was started"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["0"], "networks: must be > 0"), (["--name", "../up"], "name: must be letters")],
+)
+def test_bad_flags_exit_2(tmp_path, flags, message):
+    result = subprocess.run(
+        [*CLI, *flags, "--config", str(SMOKE), "--storage", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "up").exists()
+
+
+def test_ctrl_c_stops_training_and_records_it(ray_cluster, tmp_path):
+    config_path = write_config(tmp_path / "config.yaml", CONFIG)
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen(
+        [*CLI, "--config", str(config_path), "--storage", str(storage), "--address", ray_cluster],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tune_dir = storage / CONFIG.name / "tune"
+    wait_for(lambda: any(log.stat().st_size for log in tune_dir.glob("*/result.json")), 300)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "rerun the same command to resume" in stderr
+    record = json.loads((storage / CONFIG.name / "experiment.json").read_text())
+    assert record["state"] == "interrupted"
+    with pytest.raises(catalog.CatalogError, match="not complete"):
+        catalog.open(str(storage / CONFIG.name / "catalog.zarr"))
+
+
+def test_gpu_preset_on_a_cluster_without_gpus_is_refused(ray_cluster, tmp_path):
+    result = subprocess.run(
+        [*CLI, "4", "--storage", str(tmp_path / "runs"), "--address", ray_cluster],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--cpu" in result.stderr and "experiments/demo.yaml" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_missing_experiment_exits_2(tmp_path):
+    result = subprocess.run(
+        [*CLI, "--resume", "--name", "nothing", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "no experiment" in result.stderr
+
+
+def test_another_config_under_the_same_name_is_refused(reference):
+    storage, _ = reference
+    other = dataclasses.replace(CONFIG, seed=CONFIG.seed + 1)
+    with pytest.raises(ExperimentError, match="seed is 0 in the store, 1 now"):
+        run(other, str(storage), progress=False)
+
+
+def test_results_lists_experiments_and_shows_the_catalog(reference):
+    storage, _ = reference
+    listing = subprocess.run(
+        [sys.executable, "-m", "mothray.results", "--storage", str(storage)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    assert CONFIG.name in listing.stdout and "complete" in listing.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "mothray.results", str(storage / CONFIG.name)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("TERMINATED") == 4
+    optimal = catalog.open(str(storage / CONFIG.name / "catalog.zarr")).optimal_level
+    for level, sparsity in enumerate(CONFIG.training.schedule):
+        count = int(np.count_nonzero(optimal == level))
+        assert re.search(rf"│\s+{sparsity:.0%}\s+│\s+{count}\s+│", shown.stdout), sparsity
+    missing = subprocess.run(
+        [sys.executable, "-m", "mothray.results", "nothing", "--storage", str(storage)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2
