@@ -22,7 +22,7 @@ from mothray import catalog
 from mothray.config import ExperimentConfig, parse
 from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
 
-BAR_WIDTH = 40
+BAR_WIDTH = 20  # the catalog table fits an 80-column terminal
 TRIAL_COLUMNS = ("trial", "status", "architecture", "networks", "level", "median test loss")
 
 
