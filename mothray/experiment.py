@@ -107,11 +107,11 @@ def run(
         record["state"] = "running"
         try:
             _stages(config, storage, root, record, session["timings"], progress)
-        except TrialsFailed:
-            record["state"] = "failed"
+        except (Interrupted, KeyboardInterrupt):
+            record["state"] = "interrupted"
             raise
         except BaseException:
-            record["state"] = "interrupted"
+            record["state"] = "failed"
             raise
         finally:
             write_json(posixpath.join(root, "experiment.json"), record)
