@@ -18,7 +18,6 @@ Blosc compression and JSON metadata only, so zarr and pandas read it without mot
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -33,7 +32,7 @@ from mothray import __version__
 from mothray.config import ExperimentConfig, to_dict
 from mothray.data import INPUT_NAMES, TARGET_NAMES
 from mothray.storage import open_zarr
-from mothray.train import N_INPUTS, N_OUTPUTS, LevelRecord, NetworkSnapshot
+from mothray.train import LevelRecord, NetworkSnapshot, layer_sizes
 
 STORE_NAME = "catalog.zarr"  # in an experiment's directory, catalog.csv beside it
 LAYER_FIELDS = NetworkSnapshot._fields  # weights, biases, masks, bias_masks
@@ -84,11 +83,6 @@ class _Array(NamedTuple):
 def architecture_name(hidden: Sequence[int]) -> str:
     """An architecture's name, its hidden widths joined by dashes: "400-400-400-16"."""
     return "-".join(str(width) for width in hidden)
-
-
-def hidden_layer_sizes(hidden: Sequence[int]) -> list[tuple[int, int]]:
-    """(inputs, outputs) of every layer of an architecture, as `train.layer_sizes`."""
-    return list(itertools.pairwise([N_INPUTS, *hidden, N_OUTPUTS]))
 
 
 def plan(config: ExperimentConfig) -> list[Batch]:
@@ -147,15 +141,16 @@ def create(path: str, config: ExperimentConfig) -> None:
         group.attrs.update(
             {
                 "hidden": list(hidden),
-                "layer_sizes": [list(size) for size in hidden_layer_sizes(hidden)],
+                "layer_sizes": [list(size) for size in layer_sizes(hidden)],
                 "first_network": a * config.networks,
             }
         )
         layout = _layout(hidden, levels, config.networks, block, config.catalog.weights)
         for name, spec in layout.items():
             _require(group, name, spec)
-        first = config.seed + a * config.networks
-        group["seeds"][:] = np.arange(first, first + config.networks, dtype=np.int64)
+    for batch in plan(config):
+        group = root[architecture_name(batch.hidden)]
+        group["seeds"][batch.start : batch.stop] = batch.seeds
 
 
 def write_level(
@@ -168,7 +163,7 @@ def write_level(
     """
     root = _open_group(str(path), "r+")
     group = _batch_group(root, batch)
-    networks = _snapshot(record)
+    networks = record.snapshot()
     _check_write(root, group, batch, level, record, networks, threshold, weights)
     region = (level, slice(batch.start, batch.stop))
     group["losses"][region] = record.losses
@@ -393,7 +388,7 @@ def _layout(
     hidden: Sequence[int], levels: int, count: int, block: int, weights: str
 ) -> dict[str, _Array]:
     """Every array of one architecture's group, by path within the group."""
-    sizes = hidden_layer_sizes(hidden)
+    sizes = layer_sizes(hidden)
     layout = {
         "seeds": _spec((count,), "int64", -1, 0, block),
         "losses": _spec((levels, count, 3), "float64", np.nan, 1, block),
@@ -535,12 +530,6 @@ def _check_write(
     wrong = [f"{name} {got} (want {want})" for name, (got, want) in shapes.items() if got != want]
     if wrong:
         raise CatalogError(f"record of batch {batch.index} level {level}: {', '.join(wrong)}")
-
-
-def _snapshot(record: LevelRecord) -> NetworkSnapshot:
-    """A record's networks, loading them if it holds them lazily."""
-    networks = record.networks
-    return networks if isinstance(networks, NetworkSnapshot) else networks()
 
 
 def _write_optimal(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import posixpath
 import sys
+import time
 from typing import Any
 
 import fsspec
@@ -36,14 +37,12 @@ def experiments(storage: str) -> list[dict[str, Any]]:
 
 def trials(root: str) -> list[dict[str, Any]]:
     """One row per Tune trial of the experiment at `root`: status and its last reported level."""
-    from ray.tune import ExperimentAnalysis
-
     tune_dir = posixpath.join(root, "tune")
     fs, location = fsspec.core.url_to_fs(tune_dir)
     if not fs.exists(location) or not fs.glob(posixpath.join(location, "experiment_state-*.json")):
         return []
     rows = []
-    for trial in ExperimentAnalysis(tune_dir).trials:
+    for trial in _read_tune_state(tune_dir).trials:
         last = trial.last_result or {}
         rows.append(
             {
@@ -60,6 +59,18 @@ def trials(root: str) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda row: (row["architecture"] or "", row["batch"] or 0))
+
+
+def _read_tune_state(tune_dir: str, attempts: int = 10) -> Any:
+    """Tune's ExperimentAnalysis of a run, read again while Tune is rewriting its state file."""
+    from ray.tune import ExperimentAnalysis
+
+    for _ in range(attempts - 1):
+        try:
+            return ExperimentAnalysis(tune_dir)
+        except ValueError:  # a half-written experiment_state JSON of a running experiment
+            time.sleep(0.2)
+    return ExperimentAnalysis(tune_dir)
 
 
 def print_experiments(storage: str, console: Console) -> None:

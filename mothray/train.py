@@ -86,6 +86,11 @@ class LevelRecord(NamedTuple):
     diverged: np.ndarray  # (K,): loss turned NaN or infinite at this level or before
     networks: NetworkSnapshot | Callable[[], NetworkSnapshot]
 
+    def snapshot(self) -> NetworkSnapshot:
+        """The networks, loading them if they are held lazily."""
+        networks = self.networks
+        return networks if isinstance(networks, NetworkSnapshot) else networks()
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
@@ -136,8 +141,7 @@ class SweepResult:
 
     def snapshot(self, level: int) -> NetworkSnapshot:
         """The networks after `level`, loading them if they are held lazily."""
-        networks = self.levels[level].networks
-        return networks if isinstance(networks, NetworkSnapshot) else networks()
+        return self.levels[level].snapshot()
 
     def _stack(self, name: str) -> np.ndarray:
         return np.stack([getattr(level, name) for level in self.levels])
@@ -220,9 +224,9 @@ def adam(learning_rate: float | jax.Array) -> optax.GradientTransformation:
     return optax.adam(learning_rate)
 
 
-def layer_sizes(config: TrainConfig) -> list[tuple[int, int]]:
+def layer_sizes(hidden: Sequence[int]) -> list[tuple[int, int]]:
     """(inputs, outputs) of every layer: 10 inputs, the hidden widths, 7 outputs."""
-    widths = [N_INPUTS, *config.hidden, N_OUTPUTS]
+    widths = [N_INPUTS, *hidden, N_OUTPUTS]
     return list(itertools.pairwise(widths))
 
 
@@ -230,10 +234,10 @@ def init_params(seeds: np.ndarray, config: TrainConfig) -> Params:
     """Weights i.i.d. normal(0, init_std), biases zero; network k's from its seed alone."""
 
     def one_network(key: jax.Array) -> Params:
-        keys = jax.random.split(key, len(layer_sizes(config)))
+        keys = jax.random.split(key, len(layer_sizes(config.hidden)))
         return tuple(
             Dense(config.init_std * jax.random.normal(k, shape), jnp.zeros(shape[1]))
-            for k, shape in zip(keys, layer_sizes(config), strict=True)
+            for k, shape in zip(keys, layer_sizes(config.hidden), strict=True)
         )
 
     return jax.vmap(one_network)(_network_keys(seeds, stream=0))
@@ -275,7 +279,7 @@ def removed_counts(sparsity: float, config: TrainConfig) -> tuple[Dense, ...]:
             math.floor(exact * n_in * n_out),
             math.floor(exact * n_out) if config.prune_biases else 0,
         )
-        for n_in, n_out in layer_sizes(config)
+        for n_in, n_out in layer_sizes(config.hidden)
     )
 
 

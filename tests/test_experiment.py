@@ -26,6 +26,7 @@ from mothray import catalog
 from mothray.config import load_experiment, to_dict
 from mothray.experiment import ExperimentError, run
 from mothray.results import trials
+from mothray.simulate import dataset_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "experiments" / "smoke.yaml"
@@ -124,6 +125,8 @@ def test_catalog_of_an_uninterrupted_run(reference):
     counts = record["dataset"]
     assert counts["train"] + counts["val"] + counts["failed_train"] == CONFIG.simulation.train
     assert record["catalog"]["networks"] == CONFIG.networks
+    # the dataset is stored once per simulation config, for every experiment of it to reuse
+    assert record["dataset"]["path"] == str(storage / "datasets" / dataset_id(CONFIG.simulation))
 
 
 TUNE_PICKLES = ("tuner.pkl", "params.pkl", "basic-variant-state-")  # Tune's, for Tuner.restore
@@ -308,7 +311,13 @@ def test_ray_job_submit_runs_the_smoke_experiment(tmp_path):
     storage = tmp_path / "runs"
     try:
         submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--"]
-        entrypoint = [*CLI[1:], "2", "--config", str(SMOKE), "--storage", str(storage)]
+        # a GPU preset, trained on the CPU-only head by --cpu
+        gpu_smoke = dataclasses.replace(
+            load_experiment(SMOKE),
+            resources=dataclasses.replace(load_experiment(SMOKE).resources, gpus_per_actor=1),
+        )
+        config = write_config(tmp_path / "gpu-smoke.yaml", gpu_smoke)
+        entrypoint = [*CLI[1:], "2", "--config", str(config), "--storage", str(storage), "--cpu"]
         wait_for(lambda: _dashboard_up(dashboard), timeout=120, interval=1)
         for _ in range(30):  # the head's job agent comes up a little after its dashboard
             job = subprocess.run(

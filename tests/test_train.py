@@ -55,10 +55,10 @@ def test_result_shapes(sweep):
     assert result.steps.shape == (levels, networks)
     assert result.remaining.shape == (levels, networks, layers)
     assert [w.shape for w in result.weights] == [
-        (levels, networks, n_in, n_out) for n_in, n_out in train.layer_sizes(CONFIG)
+        (levels, networks, n_in, n_out) for n_in, n_out in train.layer_sizes(CONFIG.hidden)
     ]
     assert [b.shape for b in result.biases] == [
-        (levels, networks, n_out) for _, n_out in train.layer_sizes(CONFIG)
+        (levels, networks, n_out) for _, n_out in train.layer_sizes(CONFIG.hidden)
     ]
     assert all(w.dtype == np.float32 for w in result.weights)
     assert [len(state.result.levels) for state in states] == list(range(1, levels + 1))
@@ -76,7 +76,7 @@ def test_every_level_prunes_exactly_and_masked_weights_are_zero(sweep):
             assert (removed == np.array(expected)[:, None]).all()
             # monotone: what is removed at one level stays removed at every later one
             assert np.all(layer_masks[1:] <= layer_masks[:-1])
-    kept = [n_in * n_out for n_in, n_out in train.layer_sizes(CONFIG)]
+    kept = [n_in * n_out for n_in, n_out in train.layer_sizes(CONFIG.hidden)]
     expected_remaining = [
         [n - math.floor(Fraction(str(s)) * n) for n in kept] for s in CONFIG.schedule
     ]
@@ -353,7 +353,7 @@ assert result.losses.shape == (2, 2, 3)
     [((400, 400, 400, 16), 330_512), ((200, 200, 200, 8), 83_656), ((50, 50, 50, 8), 5_956)],
 )
 def test_architectures_have_the_protocol_weight_counts(hidden, weights):
-    sizes = train.layer_sizes(TrainConfig(hidden=hidden))
+    sizes = train.layer_sizes(hidden)
     assert sum(n_in * n_out for n_in, n_out in sizes) == weights
 
 
