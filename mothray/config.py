@@ -5,7 +5,8 @@ returns) and checks every field on the way: unknown keys, wrong types and out-of
 raise a ConfigError that names the full field path (e.g. `simulation.sampling.xdot`) and what
 is allowed. Field types understood: bool, int (bool is not an int), float (finite; ints are
 accepted), str, nested config dataclasses, `tuple[float, float]`, which is always an interval
-[low, high] with low < high, and `tuple[int, ...]` / `tuple[float, ...]`, non-empty lists.
+[low, high] with low < high, `tuple[int, ...]` / `tuple[float, ...]`, non-empty lists, and
+`dict[str, float]`, mappings.
 A range check is attached to a field as a `Rule`.
 
 Imports nothing beyond the standard library, numpy and the physics, so that the training
@@ -127,6 +128,18 @@ GPU_SHARE = Rule(
     lambda gpus: gpus >= 0 and (gpus <= 1 or gpus == int(gpus)),
     ">= 0: 0 for CPUs only, a fraction of one card, or whole cards",
 )
+# names Ray or Tune's resource mapping give a meaning of their own (any case)
+RESERVED_RESOURCES = ("cpu", "gpu", "memory", "object_store_memory", "custom_resources")
+CUSTOM_RESOURCES = Rule(
+    lambda amounts: all(
+        amount > 0
+        and (amount <= 1 or amount == int(amount))
+        and name.lower() not in RESERVED_RESOURCES
+        for name, amount in amounts.items()
+    ),
+    "a mapping of custom Ray resource names to amounts, a fraction up to 1 or whole "
+    "(CPUs and GPUs have their own fields)",
+)
 ARCHITECTURES = Rule(
     lambda widths: (
         all(all(width > 0 for width in hidden) for hidden in widths)
@@ -144,6 +157,9 @@ class ResourcesConfig:
     gpus_per_actor: float = ruled(1.0, GPU_SHARE)
     cpus_per_actor: int = ruled(4, POSITIVE)
     max_failures: int = ruled(3, NON_NEGATIVE)  # restarts of a trial from its last checkpoint
+    # custom Ray resources a trial also holds, e.g. {"trainer": 1} to keep trials on the node
+    # type that declares it (cluster.yaml's `resources:`)
+    custom: dict[str, float] = field(default_factory=dict, metadata={"rule": CUSTOM_RESOURCES})
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,7 @@ class CatalogConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment preset (experiments/*.yaml).
+    """One experiment preset (mothray/experiments/*.yaml).
 
     `networks` networks of each architecture; network i (counted over all architectures in
     order) gets seed `seed + i`. `architectures` lists hidden widths to sweep; left out, the
@@ -233,14 +249,30 @@ def override(config: T, changes: Mapping[str, Any], path: str) -> T:
     return parse(type(config), {**to_dict(config), **changes}, path)
 
 
+PRESETS = Path(__file__).resolve().parent / "experiments"  # shipped with the package
+
+
+def preset_path(preset: str | Path) -> Path:
+    """A YAML file's path, or a shipped preset's by name (`demo`: experiments/demo.yaml here)."""
+    path = Path(preset)
+    shipped = PRESETS / f"{preset}.yaml"
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1 and shipped.exists():
+        return shipped
+    return path
+
+
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment preset; errors name the file and the field."""
+    """Read and validate an experiment preset (a file, or a shipped preset's name)."""
     import yaml
 
+    path = preset_path(path)
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+        presets = ", ".join(sorted(preset.stem for preset in PRESETS.glob("*.yaml")))
+        raise ConfigError(
+            f"{path}: cannot read: {err.strerror} (shipped presets by name: {presets})"
+        ) from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {_one_line(err)}") from err
     try:
@@ -271,6 +303,14 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
         return value
     if kind == tuple[float, float]:
         return _interval(value, where)
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: must be a mapping, got {_describe(value)}")
+        key_kind, item_kind = typing.get_args(kind)
+        return {
+            _convert(key_kind, key, where): _convert(item_kind, item, _join(where, key))
+            for key, item in value.items()
+        }
     if typing.get_origin(kind) is tuple and typing.get_args(kind)[1:] == (Ellipsis,):
         if not isinstance(value, list | tuple) or not value:
             raise ConfigError(f"{where}: must be a non-empty list, got {_describe(value)}")

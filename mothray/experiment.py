@@ -41,6 +41,7 @@ from rich.console import Console
 from mothray import catalog, data
 from mothray.config import (
     DATASETS_DIR,
+    PRESETS,
     ConfigError,
     ExperimentConfig,
     load_experiment,
@@ -61,7 +62,7 @@ from mothray.simulate import (
 from mothray.storage import absolute, default_storage, experiment_dir, read_json, write_json
 from mothray.train import LevelRecord, NetworkSnapshot, SweepResult, SweepState, prune_sweep
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "paper.yaml"
+DEFAULT_CONFIG = PRESETS / "paper.yaml"
 PACKAGES = ("mothray", "ray", "jax", "jaxlib", "optax", "numpy", "zarr", "pandas")
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 GPU_SHARE_OF_CARD = 0.9  # of a fractional GPU's share, what JAX may allocate
@@ -166,6 +167,7 @@ def train_batch(
     config = parse(ExperimentConfig, experiment)
     batch = _batch_of(config, trial)
     _configure_jax(config.resources.gpus_per_actor, config.resources.cpus_per_actor)
+    _require_gpu_if_held(config.resources.gpus_per_actor)
     training = override(config.training, {"hidden": list(batch.hidden)}, "training")
     checkpoint = tune.get_checkpoint()
     resume = None
@@ -182,7 +184,11 @@ def train_batch(
             catalog_path, batch, level, record, training.threshold, config.catalog.weights
         )
         metrics = level_metrics(level, record, training.threshold, time.perf_counter() - clock[0])
-        metrics.update(levels=len(training.schedule), resumed_from=_resumed_from(resume))
+        metrics.update(
+            levels=len(training.schedule),
+            resumed_from=_resumed_from(resume),
+            node=ray.get_runtime_context().get_node_id(),
+        )
         with tempfile.TemporaryDirectory() as directory:
             save_state(directory, state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -278,6 +284,18 @@ def _configure_jax(gpus: float, cpus: int) -> None:
         os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_SHARE_OF_CARD * gpus:.3f}"
 
 
+def _require_gpu_if_held(gpus: float) -> None:
+    """Fail a trial that holds GPUs but whose JAX cannot use them (a CPU-only image or jaxlib)."""
+    import jax
+
+    if gpus > 0 and jax.default_backend() == "cpu":
+        raise RuntimeError(
+            f"this trial holds {gpus:g} GPU(s), but JAX found none (devices: {jax.devices()}); "
+            "run the GPU image (docker/Dockerfile.gpu) or install mothray[cuda], "
+            "or train on CPUs with --cpu"
+        )
+
+
 def _tuner(
     config: ExperimentConfig, root: str, catalog_path: str, splits: data.Splits
 ) -> tune.Tuner:
@@ -287,7 +305,7 @@ def _tuner(
         tune.with_parameters(
             train_batch, splits=splits, experiment=to_dict(config), catalog_path=catalog_path
         ),
-        {"cpu": resources.cpus_per_actor, "gpu": resources.gpus_per_actor},
+        {"cpu": resources.cpus_per_actor, "gpu": resources.gpus_per_actor, **resources.custom},
     )
     tune_dir = posixpath.join(root, "tune")
     if tune.Tuner.can_restore(tune_dir):
@@ -314,25 +332,62 @@ def _tuner(
 
 
 def _check_cluster(config: ExperimentConfig) -> None:
-    """Refuse resources the connected cluster cannot give an actor."""
-    available = ray.cluster_resources()
+    """Refuse a trial that no node of the cluster can hold, now or once an autoscaler adds it."""
     wanted = config.resources
-    if wanted.gpus_per_actor > 0 and available.get("GPU", 0) == 0:
+    fields = {"CPU": "resources.cpus_per_actor", "GPU": "resources.gpus_per_actor"}
+    fields |= {name: f"resources.custom.{name}" for name in wanted.custom}
+    trial = {"CPU": wanted.cpus_per_actor, "GPU": wanted.gpus_per_actor, **wanted.custom}
+    trial = {name: amount for name, amount in trial.items() if amount > 0}
+    shapes = node_shapes()
+    if any(all(shape.get(name, 0) >= amount for name, amount in trial.items()) for shape in shapes):
+        return
+    if "GPU" in trial and not any(shape.get("GPU", 0) for shape in shapes):
         raise ExperimentError(
-            "this Ray cluster has no GPUs, and the config asks for "
+            "this Ray cluster has no GPUs, nor node types that add them, and the config asks for "
             f"resources.gpus_per_actor = {wanted.gpus_per_actor}; train on CPUs with --cpu, "
-            "or run the small CPU preset: --config experiments/demo.yaml"
+            "or run the small CPU preset: --config demo"
         )
-    if wanted.gpus_per_actor > available.get("GPU", 0) > 0:
-        raise ExperimentError(
-            f"resources.gpus_per_actor = {wanted.gpus_per_actor}, "
-            f"but the cluster has {available['GPU']:g} GPUs"
-        )
-    if wanted.cpus_per_actor > available.get("CPU", 0):
-        raise ExperimentError(
-            f"resources.cpus_per_actor = {wanted.cpus_per_actor}, but the cluster has "
-            f"{available.get('CPU', 0):g} CPUs; lower it in the config"
-        )
+    most = {name: max(shape.get(name, 0) for shape in shapes) for name in trial}
+    short = [f"{fields[name]} = {trial[name]:g}" for name in trial if trial[name] > most[name]]
+    raise ExperimentError(
+        f"a trial holds {_resources(trial)} on one node, but no node of this cluster (nor a "
+        f"node type its autoscaler can add) has {'that much' if short else 'all of it'}: "
+        f"{', '.join(short) or 'the resources'} exceed what one node has, at most "
+        f"{_resources(most)}; lower them in the config"
+    )
+
+
+def _resources(amounts: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{name}: {amount:g}" for name, amount in amounts.items()) + "}"
+
+
+# `ray up` copies the cluster config here on the head, where `ray job submit` runs drivers
+LAUNCHER_CONFIG = Path.home() / "ray_bootstrap_config.yaml"
+
+
+def node_shapes() -> list[dict[str, float]]:
+    """The resources of each live node and of each node type an autoscaler can add."""
+    shapes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    # the config an autoscaler reports (v2, KubeRay; Ray Train reads it too), else `ray up`'s
+    reported = ray._private.state.state.get_cluster_config()
+    if reported is not None:
+        groups = reported.node_group_configs
+        return shapes + [dict(group.resources) for group in groups if group.max_count != 0]
+    return shapes + launcher_node_types(LAUNCHER_CONFIG)
+
+
+def launcher_node_types(path: Path) -> list[dict[str, float]]:
+    """The resources of the node types a cluster-launcher config can add (max_workers > 0)."""
+    if not path.exists():
+        return []
+    import yaml
+
+    node_types = yaml.safe_load(path.read_text()).get("available_node_types", {})
+    return [
+        node_type.get("resources", {})
+        for node_type in node_types.values()
+        if node_type.get("max_workers", 0) > 0
+    ]
 
 
 def _check_shared(root: str) -> None:
@@ -422,7 +477,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "networks", type=int, nargs="?", help="networks per architecture (default: the config's)"
     )
-    parser.add_argument("--config", help=f"experiment preset (default {DEFAULT_CONFIG.name})")
+    parser.add_argument(
+        "--config", help="experiment preset: a YAML file or a shipped preset's name (default paper)"
+    )
     parser.add_argument("--name", help="experiment name (default: the config's)")
     parser.add_argument("--storage", help="directory or URL (default $MOTHRAY_STORAGE or ./runs)")
     parser.add_argument(

@@ -147,7 +147,8 @@ def single_xla_thread(threads: int = 1) -> None:
                 os.sched_setaffinity(int(thread), allowed)
 
 
-@ray.remote(max_retries=MAX_RETRIES)
+# chunks are independent and CPU-bound: spread them over the nodes rather than pack the first
+@ray.remote(max_retries=MAX_RETRIES, scheduling_strategy="SPREAD")
 def simulate_chunk(out: str, config: SimulationConfig, chunk: Chunk) -> int:
     """Ray task: compute a chunk, write its rows, then mark it done; returns its failed count.
 
@@ -422,8 +423,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mothray.simulate",
         description="Simulate hawkmoth trajectories with Ray into a Zarr store.",
     )
-    parser.add_argument("--out", required=True, help="store path or fsspec URL (s3://, gs://)")
-    parser.add_argument("--config", help="experiment preset (YAML); flags override its values")
+    parser.add_argument("--out", required=True, help="store path or fsspec URL")
+    parser.add_argument(
+        "--config",
+        help="experiment preset (a YAML file or a shipped preset's name); flags override it",
+    )
     parser.add_argument("--train", type=int, help="training trajectories")
     parser.add_argument("--test", type=int, help="test trajectories")
     parser.add_argument("--seed", type=int, help="random seed")

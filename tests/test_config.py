@@ -19,7 +19,7 @@ from mothray.config import (
 )
 from mothray.moth import SamplingRanges
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "mothray" / "experiments"
 
 
 def load_text(tmp_path: Path, text: str) -> ExperimentConfig:
@@ -71,6 +71,28 @@ def test_architectures_must_be_distinct_and_positive(tmp_path):
 def test_gpu_share_is_a_fraction_or_whole_cards(tmp_path, gpus):
     with pytest.raises(ConfigError, match="resources.gpus_per_actor: must be >= 0"):
         load_text(tmp_path, f"name: x\nresources: {{gpus_per_actor: {gpus}}}\n")
+
+
+def test_custom_resources_are_a_mapping_of_positive_amounts(tmp_path):
+    config = load_text(tmp_path, "name: x\nresources: {custom: {trainer: 1}}\n")
+    assert config.resources.custom == {"trainer": 1.0}
+    assert parse(ExperimentConfig, to_dict(config)) == config
+    for text, message in [
+        ("{custom: {GPU: 1}}", "resources.custom: must be a mapping of custom Ray resource names"),
+        ("{custom: {trainer: 0}}", "resources.custom: must be a mapping"),
+        ("{custom: {trainer: 1.5}}", "a fraction up to 1 or whole"),
+        ("{custom: {gpu: 1}}", "resources.custom: must be a mapping"),
+        ("{custom: [trainer]}", "resources.custom: must be a mapping, got ['trainer']"),
+        ("{custom: {trainer: many}}", "resources.custom.trainer: must be a finite number"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_text(tmp_path, f"name: x\nresources: {text}\n")
+
+
+def test_shipped_presets_load_by_name():
+    assert load_experiment("demo") == load_experiment(EXPERIMENTS / "demo.yaml")
+    with pytest.raises(ConfigError, match="shipped presets by name: arch-sweep, demo, paper"):
+        load_experiment("dmeo")
 
 
 def test_defaults_apply_to_missing_keys(tmp_path):

@@ -21,67 +21,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from helpers import (
+    CLI,
+    CONFIG,
+    SMOKE,
+    assert_same_catalog,
+    free_port,
+    wait_for,
+    write_config,
+)
 
-from mothray import catalog
-from mothray.config import load_experiment, to_dict
+from mothray import catalog, experiment
+from mothray.config import load_experiment
 from mothray.experiment import ExperimentError, run
 from mothray.results import trials
 from mothray.simulate import dataset_id
-
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "experiments" / "smoke.yaml"
-CLI = [sys.executable, "-m", "mothray.experiment"]
-# Slow enough to interrupt mid-run (6000 steps per level), and four trials, two at a time.
-CONFIG = dataclasses.replace(
-    load_experiment(SMOKE),
-    name="interruptible",
-    networks=8,
-    training=dataclasses.replace(
-        load_experiment(SMOKE).training,
-        epochs_per_level=120,
-        stop_ratio=1e-6,  # never stalls: 6000 steps (about 1.5 s) per level
-        schedule=(0.0, 0.5, 0.7, 0.8, 0.9),
-    ),
-)
-
-
-def write_config(path: Path, config) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump(to_dict(config)))
-    return path
-
-
-def catalog_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every array of a catalog store, by its path in the group."""
-    root = zarr.open_group(path, mode="r")
-    return {name: array[...] for name, array in root.arrays()} | {
-        f"{group_name}/{name}": array[...]
-        for group_name, group in root.groups()
-        for name, array in _arrays(group)
-    }
-
-
-def _arrays(group, prefix=""):
-    for name, array in group.arrays():
-        yield f"{prefix}{name}", array
-    for name, sub in group.groups():
-        yield from _arrays(sub, f"{prefix}{name}/")
-
-
-def assert_same_catalog(path: str, reference: str) -> None:
-    got, want = catalog_arrays(path), catalog_arrays(reference)
-    assert got.keys() == want.keys()
-    for name in want:
-        assert np.array_equal(got[name], want[name], equal_nan=True), name
-
-
-def wait_for(condition, timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval)
 
 
 def levels_done(path: str) -> np.ndarray:
@@ -93,16 +47,8 @@ def levels_done(path: str) -> np.ndarray:
         return np.zeros((len(CONFIG.training.schedule), CONFIG.networks), bool)
 
 
-@pytest.fixture(scope="module")
-def reference(ray_cluster, tmp_path_factory):
-    """One uninterrupted run of CONFIG."""
-    storage = tmp_path_factory.mktemp("reference")
-    record = run(CONFIG, str(storage), progress=False)
-    return storage, record
-
-
-def test_catalog_of_an_uninterrupted_run(reference):
-    storage, record = reference
+def test_catalog_of_an_uninterrupted_run(reference_run):
+    storage, record = reference_run
     assert record["state"] == "complete"
     cat = catalog.open(record["catalog"]["path"])
     schedule, threshold = CONFIG.training.schedule, CONFIG.training.threshold
@@ -132,8 +78,8 @@ def test_catalog_of_an_uninterrupted_run(reference):
 TUNE_PICKLES = ("tuner.pkl", "params.pkl", "basic-variant-state-")  # Tune's, for Tuner.restore
 
 
-def test_stored_results_are_plain_files(reference):
-    storage, record = reference
+def test_stored_results_are_plain_files(reference_run):
+    storage, record = reference_run
     root = storage / CONFIG.name
     files = [path for path in storage.rglob("*") if path.is_file()]
     for path in files:
@@ -158,8 +104,8 @@ def _is_pickle(content: bytes) -> bool:
     return True
 
 
-def test_tune_results_stay_readable(reference):
-    storage, record = reference
+def test_tune_results_stay_readable(reference_run):
+    storage, record = reference_run
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(storage / CONFIG.name / "tune"))
@@ -169,15 +115,15 @@ def test_tune_results_stay_readable(reference):
     assert list((storage / CONFIG.name / "tune").rglob("events.out.tfevents*"))
 
 
-def test_rerun_of_a_complete_experiment_recomputes_nothing(reference):
-    storage, record = reference
+def test_rerun_of_a_complete_experiment_recomputes_nothing(reference_run):
+    storage, record = reference_run
     before = sorted((storage / CONFIG.name / "tune").rglob("result.json"))
     sizes = [path.stat().st_size for path in before]
     assert run(CONFIG, str(storage), progress=False) == record
     assert [path.stat().st_size for path in before] == sizes
 
 
-def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference, tmp_path):
+def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference_run, tmp_path):
     config_path = write_config(tmp_path / "config.yaml", CONFIG)
     storage = tmp_path / "runs"
     catalog_path = str(storage / CONFIG.name / "catalog.zarr")
@@ -205,7 +151,7 @@ def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference
         [*command, "--resume", "--address", ray_cluster], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_catalog(catalog_path, reference[1]["catalog"]["path"])
+    assert_same_catalog(catalog_path, reference_run[1]["catalog"]["path"])
     # finished trials were not run again: their result logs did not grow
     assert {trial: _result_size(storage, trial) for trial in finished} == finished
     # unfinished ones continued from their checkpoints
@@ -237,7 +183,7 @@ def _result_size(storage: Path, trial: str) -> int:
     return path.stat().st_size
 
 
-def test_killed_trial_worker_resumes_from_its_last_level(ray_cluster, reference, tmp_path):
+def test_killed_trial_worker_resumes_from_its_last_level(ray_cluster, reference_run, tmp_path):
     storage = tmp_path / "runs"
     tune_dir = storage / CONFIG.name / "tune"
     killed = []
@@ -263,7 +209,7 @@ def test_killed_trial_worker_resumes_from_its_last_level(ray_cluster, reference,
     assert killed, "no running trial was found to kill"
     assert record["state"] == "complete"
     assert_same_catalog(
-        str(storage / CONFIG.name / "catalog.zarr"), reference[1]["catalog"]["path"]
+        str(storage / CONFIG.name / "catalog.zarr"), reference_run[1]["catalog"]["path"]
     )
     reports = [json.loads(line) for line in killed[0].read_text().splitlines()]
     restarts = [report for report in reports if report["resumed_from"] >= 0]
@@ -278,12 +224,6 @@ AGENT_PORTS = (
     "runtime-env-agent",
     "metrics-export",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ray_job_submit_runs_the_smoke_experiment(tmp_path):
@@ -359,15 +299,13 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize(("yaml", "message"), BAD_CONFIGS)
-def test_bad_config_exits_2_naming_the_field(tmp_path, yaml, message):
+def test_bad_config_exits_2_naming_the_field(tmp_path, capsys, yaml, message):
+    """In process (the CLI's own entry point; the bad flags below go through a real process)."""
     config = tmp_path / "bad.yaml"
     config.write_text(f"name: bad\n{yaml}")
     storage = tmp_path / "runs"
-    result = subprocess.run(
-        [*CLI, "--config", str(config), "--storage", str(storage)], capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
+    assert experiment.main(["--config", str(config), "--storage", str(storage)]) == 2
+    assert message in capsys.readouterr().err
     assert not storage.exists(), "something was started"
 
 
@@ -411,8 +349,53 @@ def test_gpu_preset_on_a_cluster_without_gpus_is_refused(ray_cluster, tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert "--cpu" in result.stderr and "experiments/demo.yaml" in result.stderr
+    assert "--cpu" in result.stderr and "--config demo" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_custom_resources_no_node_declares_are_refused(ray_cluster, tmp_path):
+    config = dataclasses.replace(
+        load_experiment(SMOKE),
+        resources=dataclasses.replace(load_experiment(SMOKE).resources, custom={"trainer": 1}),
+    )
+    result = subprocess.run(
+        [*CLI, "--config", str(write_config(tmp_path / "c.yaml", config)),
+         "--storage", str(tmp_path / "runs"), "--address", ray_cluster],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "resources.custom.trainer = 1 exceed what one node has" in result.stderr
+
+
+def test_node_types_an_autoscaler_can_add_count(ray_cluster, tmp_path, monkeypatch):
+    """A cluster whose GPU node type is scaled to zero accepts a GPU preset (`ray up`'s config);
+    a trial must fit one node or node type, not the cluster's sum."""
+    paper = load_experiment("paper")  # 1 GPU and 4 CPUs per trial
+    launcher = tmp_path / "ray_bootstrap_config.yaml"
+    launcher.write_text(
+        "available_node_types:\n"
+        "  head: {resources: {CPU: 8}, max_workers: 0}\n"
+        "  gpu: {resources: {CPU: 4, GPU: 1}, max_workers: 4, min_workers: 0}\n"
+    )
+    monkeypatch.setattr(experiment, "LAUNCHER_CONFIG", launcher)
+    experiment._check_cluster(paper)
+    two_cards = dataclasses.replace(
+        paper, resources=dataclasses.replace(paper.resources, gpus_per_actor=2)
+    )
+    with pytest.raises(ExperimentError, match=r"resources.gpus_per_actor = 2 exceed .* GPU: 1"):
+        experiment._check_cluster(two_cards)  # four GPU nodes, but one card each
+    monkeypatch.setattr(experiment, "LAUNCHER_CONFIG", tmp_path / "none.yaml")
+    with pytest.raises(ExperimentError, match="no GPUs, nor node types that add them"):
+        experiment._check_cluster(paper)
+
+
+def test_a_trial_holding_gpus_refuses_a_jax_without_them(monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # as a CPU-only jaxlib says
+    experiment._require_gpu_if_held(0)
+    with pytest.raises(RuntimeError, match="holds 1 GPU.*JAX found none.*GPU image"):
+        experiment._require_gpu_if_held(1)
 
 
 def test_resume_of_a_missing_experiment_exits_2(tmp_path):
@@ -424,15 +407,15 @@ def test_resume_of_a_missing_experiment_exits_2(tmp_path):
     assert result.returncode == 2 and "no experiment" in result.stderr
 
 
-def test_another_config_under_the_same_name_is_refused(reference):
-    storage, _ = reference
+def test_another_config_under_the_same_name_is_refused(reference_run):
+    storage, _ = reference_run
     other = dataclasses.replace(CONFIG, seed=CONFIG.seed + 1)
     with pytest.raises(ExperimentError, match="seed is 0 in the store, 1 now"):
         run(other, str(storage), progress=False)
 
 
-def test_results_lists_experiments_and_shows_the_catalog(reference):
-    storage, _ = reference
+def test_results_lists_experiments_and_shows_the_catalog(reference_run):
+    storage, _ = reference_run
     listing = subprocess.run(
         [sys.executable, "-m", "mothray.results", "--storage", str(storage)],
         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},

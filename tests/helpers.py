@@ -1,0 +1,74 @@
+"""Shared by the tests that run experiments: a small interruptible config, catalog comparison,
+polling and free ports."""
+
+import dataclasses
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from mothray.config import load_experiment, to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "mothray" / "experiments" / "smoke.yaml"
+CLI = [sys.executable, "-m", "mothray.experiment"]
+# Slow enough to interrupt mid-run (6000 steps per level), and four trials, two at a time.
+CONFIG = dataclasses.replace(
+    load_experiment(SMOKE),
+    name="interruptible",
+    networks=8,
+    training=dataclasses.replace(
+        load_experiment(SMOKE).training,
+        epochs_per_level=120,
+        stop_ratio=1e-6,  # never stalls: 6000 steps (about 1.5 s) per level
+        schedule=(0.0, 0.5, 0.7, 0.8, 0.9),
+    ),
+)
+
+
+def write_config(path: Path, config) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    return path
+
+
+def catalog_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of a catalog store, by its path in the group."""
+    root = zarr.open_group(path, mode="r")
+    return {name: array[...] for name, array in root.arrays()} | {
+        f"{group_name}/{name}": array[...]
+        for group_name, group in root.groups()
+        for name, array in _arrays(group)
+    }
+
+
+def _arrays(group, prefix=""):
+    for name, array in group.arrays():
+        yield f"{prefix}{name}", array
+    for name, sub in group.groups():
+        yield from _arrays(sub, f"{prefix}{name}/")
+
+
+def assert_same_catalog(path: str, reference: str) -> None:
+    got, want = catalog_arrays(path), catalog_arrays(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert np.array_equal(got[name], want[name], equal_nan=True), name
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
