@@ -389,6 +389,24 @@ def test_node_types_an_autoscaler_can_add_count(ray_cluster, tmp_path, monkeypat
         experiment._check_cluster(paper)
 
 
+def test_node_groups_an_autoscaler_reports_count(ray_cluster):
+    """Autoscaler v2 and KubeRay report their node groups to Ray; those count as well."""
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    from ray.core.generated.autoscaler_pb2 import ClusterConfig, NodeGroupConfig
+    from ray.experimental import internal_kv
+
+    group = NodeGroupConfig(name="gpu", resources={"CPU": 4, "GPU": 1}, max_count=2)
+    reported = ClusterConfig(node_group_configs=[group]).SerializeToString()
+    where = {"namespace": GCS_AUTOSCALER_STATE_NAMESPACE}
+    internal_kv._internal_kv_put(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, reported, **where)
+    try:
+        assert {"CPU": 4, "GPU": 1} in experiment.node_shapes()
+        experiment._check_cluster(load_experiment("paper"))
+    finally:
+        internal_kv._internal_kv_del(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, **where)
+    assert {"CPU": 4, "GPU": 1} not in experiment.node_shapes()
+
+
 def test_a_trial_holding_gpus_refuses_a_jax_without_them(monkeypatch):
     import jax
 
