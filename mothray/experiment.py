@@ -325,7 +325,13 @@ def _tuner(
             name="tune",
             storage_path=root,
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # two, not one: on each new checkpoint Tune deletes the older ones beyond this
+            # number before it saves the experiment state naming the new one; a driver killed
+            # in between left a state naming a deleted checkpoint (seen once in CI). With two,
+            # the checkpoint the last saved state names is still there, unless a trial
+            # checkpointed twice since that state was saved (levels take longer than Tune's
+            # state-saving period)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1,
         ),
     )
