@@ -28,6 +28,7 @@ import psutil
 import pytest
 import ray.autoscaler
 import yaml
+from helpers import ROOT, free_ports
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 import mothray
@@ -35,7 +36,6 @@ from mothray import catalog
 from mothray.config import load_experiment
 from mothray.storage import read_json
 
-ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster.yaml"
 SBATCH = ROOT / "scripts" / "slurm" / "mothray.sbatch"
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
@@ -417,17 +417,6 @@ shift  # the image
 exec "$@"
 """,
 }
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def tagged_processes(tag: str) -> list[psutil.Process]:

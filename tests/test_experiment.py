@@ -26,7 +26,7 @@ from helpers import (
     CONFIG,
     SMOKE,
     assert_same_catalog,
-    free_port,
+    free_ports,
     wait_for,
     write_config,
 )
@@ -227,7 +227,7 @@ AGENT_PORTS = (
 
 
 def test_ray_job_submit_runs_the_smoke_experiment(tmp_path):
-    port, dashboard, *agent_ports = (free_port() for _ in range(6))
+    port, dashboard, *agent_ports = free_ports(6)
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -27,6 +27,7 @@ def test_help_lists_every_target():
         (["submit"], "ray job submit --working-dir . -- python -m mothray.experiment 1320"),
         (["submit", "N=8"], "ray job submit --working-dir . -- python -m mothray.experiment 8"),
         (["cluster-up"], "ray get-auth-token --generate > /dev/null"),
+        (["cluster-up"], "chmod 600 ~/.ray/auth_token"),  # the token, the user's alone
         (["cluster-up"], "ray up -y cluster.yaml"),
         (["cluster-down"], "ray down -y cluster.yaml"),
         (["dashboard"], "ray dashboard cluster.yaml"),
@@ -47,3 +48,14 @@ def test_submit_goes_through_the_dashboard_tunnel_with_the_token():
 def test_fetch_needs_a_name():
     result = make("fetch")
     assert result.returncode != 0 and "make fetch NAME=<experiment>" in result.stderr
+
+
+def test_fetch_copies_the_catalog_and_records_from_the_clusters_storage():
+    """The storage the Makefile fetches from is the one cluster.yaml gives every container."""
+    import yaml
+
+    options = yaml.safe_load((ROOT / "cluster.yaml").read_text())["docker"]["run_options"]
+    (storage,) = [o.split("=", 1)[1] for o in options if o.startswith("--env MOTHRAY_STORAGE=")]
+    fetch = make("-n", "fetch", "NAME=paper").stdout
+    assert "for item in catalog.zarr catalog.csv experiment.json scaler.json" in fetch
+    assert f"ray rsync-down cluster.yaml {storage}/paper/$item runs/paper/" in fetch

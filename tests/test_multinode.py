@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CLI, CONFIG, assert_same_catalog, free_port, wait_for, write_config
+from helpers import CLI, CONFIG, assert_same_catalog, free_ports, wait_for, write_config
 from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
@@ -32,13 +32,14 @@ ON_TRAINERS = dataclasses.replace(
 @pytest.fixture(scope="module")
 def cluster():
     """A head node (1 CPU, its own dashboard for the state API); each test adds its workers."""
+    dashboard, agent = free_ports(2)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 1,
             "include_dashboard": True,
-            "dashboard_port": free_port(),
-            "dashboard_agent_listen_port": free_port(),
+            "dashboard_port": dashboard,
+            "dashboard_agent_listen_port": agent,
         },
     )
     yield cluster
