@@ -28,6 +28,17 @@ def machine(libraries: Sequence[str]) -> dict:
     }
 
 
+def command_line(script: str, options: dict) -> str:
+    """The exact command that reproduces a run: the script and its options (None: left out)."""
+    words = [f".venv/bin/python benchmarks/{script}"]
+    words += [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in options.items()
+        if value is not None
+    ]
+    return " ".join(words)
+
+
 def timed(function: Callable, *args, **kwargs) -> tuple[object, float, float]:
     """Call function; return its result, CPU seconds (all threads) and wall seconds."""
     cpu, wall = time.process_time(), time.perf_counter()

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, timed
+from common import command_line, machine, timed
 
 NEVER_STOP = 1e-9  # stop_ratio: an older/newer loss ratio is never below it
 
@@ -78,13 +78,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def command(args: argparse.Namespace) -> str:
     """The exact command that reproduces this run."""
-    line = f".venv/bin/python benchmarks/train.py --networks {args.networks}"
-    line += f" --hidden {','.join(map(str, args.hidden))} --batch {args.batch}"
-    line += f" --train-rows {args.train_rows} --test-rows {args.test_rows}"
-    line += f" --levels {','.join(f'{level:g}' for level in args.levels)} --seed {args.seed}"
-    line += f" --cores {','.join(map(str, args.cores))} --repeats {args.repeats}"
-    line += f" --cpu-devices {args.cpu_devices}"
-    return line + (f" --json {args.json}" if args.json else "")
+    return command_line(
+        "train.py",
+        {
+            "networks": args.networks,
+            "hidden": ",".join(map(str, args.hidden)),
+            "batch": args.batch,
+            "train_rows": args.train_rows,
+            "test_rows": args.test_rows,
+            "levels": ",".join(f"{level:g}" for level in args.levels),
+            "seed": args.seed,
+            "cores": ",".join(map(str, args.cores)),
+            "repeats": args.repeats,
+            "cpu_devices": args.cpu_devices,
+            "json": args.json,
+        },
+    )
 
 
 def make_data(args: argparse.Namespace, validation_fraction: float):

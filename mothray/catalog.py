@@ -9,11 +9,15 @@ so concurrent trials never write the same file. `finalize` fixes each network's 
 
 Layout (one group per architecture, named like "400-400-400-16"; L levels, K_a networks):
 seeds (K_a,); losses (L, K_a, 3) train/val/test; steps, diverged, level_done (L, K_a);
-remaining (L, K_a, layers); masks/<i>, bias_masks/<i> at every level; weights/<i>, biases/<i>
-at every level when `catalog.weights` is "all"; optimal/{weights,biases,masks,bias_masks}/<i>
-(K_a, ...), each network at its optimal level (NaN / False if it has none), with optimal/level
-saying which level they hold; optimal_level (K_a,), -2 until finalized. Plain Zarr v3 with
-Blosc compression and JSON metadata only, so zarr and pandas read it without mothray.
+remaining (L, K_a, layers); curves (L, K_a, B, 2), the learning curves: per block of
+`stop_check_every` steps the mean training loss [..., 0] and validation loss [..., 1] over the
+steps the network took in it, NaN for blocks it did not train in, and curve_step (B,), the
+level's step count at the end of each block; masks/<i>, bias_masks/<i> at every level;
+weights/<i>, biases/<i> at every level when `catalog.weights` is "all";
+optimal/{weights,biases,masks,bias_masks}/<i> (K_a, ...), each network at its optimal level
+(NaN / False if it has none), with optimal/level saying which level they hold; optimal_level
+(K_a,), -2 until finalized. Plain Zarr v3 with Blosc compression and JSON metadata only, so
+zarr and pandas read it without mothray.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from mothray import __version__
 from mothray.config import ExperimentConfig, to_dict
 from mothray.data import INPUT_NAMES, TARGET_NAMES
 from mothray.storage import open_zarr
-from mothray.train import LevelRecord, NetworkSnapshot, layer_sizes
+from mothray.train import LevelRecord, NetworkSnapshot, curve_steps, layer_sizes
 
 STORE_NAME = "catalog.zarr"  # in an experiment's directory, catalog.csv beside it
 LAYER_FIELDS = NetworkSnapshot._fields  # weights, biases, masks, bias_masks
@@ -121,8 +125,11 @@ def optimal_levels(test_losses: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(under.any(axis=0), last, NOT_OPTIMAL).astype(np.int64)
 
 
-def create(path: str, config: ExperimentConfig) -> None:
-    """Create the catalog's groups and arrays, or check and reopen an existing one of `config`."""
+def create(path: str, config: ExperimentConfig, train_rows: int) -> None:
+    """Create the catalog's groups and arrays, or check and reopen an existing one of `config`.
+
+    `train_rows`, the rows of the train split, sets the length of the learning curves.
+    """
     root = _open_group(str(path), "a")
     identity = _identity(config)
     stored = root.attrs.asdict()
@@ -136,6 +143,7 @@ def create(path: str, config: ExperimentConfig) -> None:
         root.attrs.update({**identity, "mothray_version": __version__, "complete": False})
     block = min(config.resources.networks_per_actor, config.networks)
     levels = len(config.training.schedule)
+    steps = curve_steps(train_rows, config.training)
     for a, hidden in enumerate(config.hidden_sizes):
         group = root.require_group(architecture_name(hidden))
         group.attrs.update(
@@ -145,9 +153,10 @@ def create(path: str, config: ExperimentConfig) -> None:
                 "first_network": a * config.networks,
             }
         )
-        layout = _layout(hidden, levels, config.networks, block, config.catalog.weights)
+        layout = _layout(hidden, levels, config.networks, block, config.catalog.weights, len(steps))
         for name, spec in layout.items():
             _require(group, name, spec)
+        group["curve_step"][:] = steps
     for batch in plan(config):
         group = root[architecture_name(batch.hidden)]
         group["seeds"][batch.start : batch.stop] = batch.seeds
@@ -170,6 +179,7 @@ def write_level(
     group["steps"][region] = record.steps
     group["diverged"][region] = record.diverged
     group["remaining"][region] = record.remaining
+    group["curves"][region] = record.curves
     stored = LAYER_FIELDS if weights == "all" else ("masks", "bias_masks")
     for field in stored:
         for i, values in enumerate(getattr(networks, field)):
@@ -305,6 +315,29 @@ class Catalog:
             )
         return self._per_network("remaining", level_axis=True)
 
+    def curves(self, network: int) -> pd.DataFrame:
+        """One network's learning curves over every level, a row per block of steps it trained.
+
+        Columns: level, sparsity, step (the level's step count at the block's end), total_step
+        (counted over all levels so far, for plotting the whole sweep), train_loss and val_loss
+        (the block's means: training loss before each update, validation loss after it).
+        """
+        group, k = self._locate(network)
+        curves, steps = group["curves"][:, k], group["steps"][:, k]
+        ends = np.minimum(group["curve_step"][:], steps[:, None])  # (L, B)
+        before = np.concatenate([[0], np.cumsum(steps)[:-1]])
+        level, block = np.nonzero(~np.isnan(curves[:, :, 0]))
+        return pd.DataFrame(
+            {
+                "level": level,
+                "sparsity": self.sparsity[level],
+                "step": ends[level, block],
+                "total_step": before[level] + ends[level, block],
+                "train_loss": curves[level, block, 0],
+                "val_loss": curves[level, block, 1],
+            }
+        )
+
     def weights(self, level: int) -> list[np.ndarray]:
         """Per layer (K, n_in, n_out), the weights at one level; needs catalog.weights "all"."""
         _require_weights(self._root, "weights")
@@ -340,6 +373,14 @@ class Catalog:
                 f"select: no architecture {architecture!r}; have {', '.join(self._names)}"
             )
         return Catalog(self.path, [architecture])
+
+    def _locate(self, network: int) -> tuple[zarr.Group, int]:
+        """The group holding network `network` (this catalog's order) and its index there."""
+        if not 0 <= network < len(self):
+            raise CatalogError(f"network {network}: the catalog has networks 0 to {len(self) - 1}")
+        first = np.cumsum([0] + [group["seeds"].shape[0] for group in self._groups])
+        index = int(np.searchsorted(first, network, side="right")) - 1
+        return self._groups[index], network - int(first[index])
 
     def _per_network(self, name: str, level_axis: bool) -> np.ndarray:
         axis = 1 if level_axis else 0
@@ -385,9 +426,10 @@ def _identity(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def _layout(
-    hidden: Sequence[int], levels: int, count: int, block: int, weights: str
+    hidden: Sequence[int], levels: int, count: int, block: int, weights: str, blocks: int
 ) -> dict[str, _Array]:
-    """Every array of one architecture's group, by path within the group."""
+    """Every array of one architecture's group, by path within the group (`blocks`: of the
+    learning curves)."""
     sizes = layer_sizes(hidden)
     layout = {
         "seeds": _spec((count,), "int64", -1, 0, block),
@@ -396,6 +438,8 @@ def _layout(
         "diverged": _spec((levels, count), "bool", False, 1, block),
         "remaining": _spec((levels, count, len(sizes)), "int64", -1, 1, block),
         "level_done": _spec((levels, count), "bool", False, 1, block),
+        "curves": _spec((levels, count, blocks, 2), "float32", np.nan, 1, block),
+        "curve_step": _spec((blocks,), "int64", -1, 0, blocks),
         "optimal_level": _spec((count,), "int64", NOT_FINALIZED, 0, block),
         "optimal/level": _spec((count,), "int64", NOT_OPTIMAL, 0, block),
     }
@@ -518,6 +562,7 @@ def _check_write(
         "steps": (np.shape(record.steps), (n,)),
         "diverged": (np.shape(record.diverged), (n,)),
         "remaining": (np.shape(record.remaining), (n, len(sizes))),
+        "curves": (np.shape(record.curves), (n, group["curve_step"].shape[0], 2)),
     }
     for field in LAYER_FIELDS:
         layers = getattr(networks, field)

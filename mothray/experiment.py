@@ -66,6 +66,8 @@ DEFAULT_CONFIG = PRESETS / "paper.yaml"
 PACKAGES = ("mothray", "ray", "jax", "jaxlib", "optax", "numpy", "zarr", "pandas")
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 GPU_SHARE_OF_CARD = 0.9  # of a fractional GPU's share, what JAX may allocate
+# a LevelRecord's per-level arrays (all but its sparsity and networks): a checkpoint holds them
+METRICS = tuple(name for name in LevelRecord._fields if name not in ("sparsity", "networks"))
 
 
 class ExperimentError(Exception):
@@ -139,7 +141,7 @@ def _stages(
 
     started = time.perf_counter()
     catalog_path = posixpath.join(root, catalog.STORE_NAME)
-    catalog.create(catalog_path, config)
+    catalog.create(catalog_path, config, dataset.counts["train"])
     results = _tuner(config, root, catalog_path, dataset.splits).fit()
     timings["training_s"] = round(time.perf_counter() - started, 1)
     if results.errors:
@@ -198,7 +200,8 @@ def train_batch(
 
 
 def level_metrics(level: int, record: LevelRecord, threshold: float, seconds: float) -> dict:
-    """What a trial reports to Tune after a level: quantiles over its networks, counts, time."""
+    """What a trial reports to Tune after a level: quantiles over its networks, counts, steps
+    (a level stopped on a plateau shows as few steps and a high training loss), time."""
     test = record.losses[:, 2]
     finite = test[np.isfinite(test)]
     quantiles = np.quantile(finite, list(QUANTILES.values())) if finite.size else [np.nan] * 5
@@ -209,7 +212,9 @@ def level_metrics(level: int, record: LevelRecord, threshold: float, seconds: fl
         **{f"test_loss_{name}": float(q) for name, q in zip(QUANTILES, quantiles, strict=True)},
         "under_threshold": int(np.count_nonzero(test <= threshold)),
         "diverged": int(np.count_nonzero(record.diverged)),
+        "train_loss_median": float(np.nanmedian(record.losses[:, 0])),
         "steps_mean": float(np.mean(record.steps)),
+        "steps_median": float(np.median(record.steps)),
         "steps_max": int(np.max(record.steps)),
         "level_seconds": round(seconds, 3),
     }
@@ -220,7 +225,7 @@ def save_state(directory: str, state: SweepState) -> None:
     group = zarr.open_group(posixpath.join(directory, "sweep.zarr"), mode="w")
     done = state.result
     group.attrs.update(config=state.config, sparsity=done.sparsity.tolist())
-    for name in ("seeds", "losses", "steps", "remaining", "diverged"):
+    for name in ("seeds", *METRICS):
         group.create_array(name, data=getattr(done, name))
     for index, leaf in enumerate(state.optimizer):
         group.create_array(f"optimizer/{index}", data=leaf)
@@ -232,7 +237,7 @@ def save_state(directory: str, state: SweepState) -> None:
 def load_state(directory: str, networks_at: Any) -> SweepState:
     """The state `save_state` wrote; earlier levels' networks load lazily: `networks_at(level)`."""
     group = zarr.open_group(posixpath.join(directory, "sweep.zarr"), mode="r")
-    arrays = {name: group[name][...] for name in ("losses", "steps", "remaining", "diverged")}
+    arrays = {name: group[name][...] for name in METRICS}
     sparsity = group.attrs["sparsity"]
     last = NetworkSnapshot(
         **{
@@ -244,12 +249,9 @@ def load_state(directory: str, networks_at: Any) -> SweepState:
     )
     levels = tuple(
         LevelRecord(
-            sparsity[level],
-            arrays["losses"][level],
-            arrays["steps"][level],
-            arrays["remaining"][level],
-            arrays["diverged"][level],
-            last if level == len(sparsity) - 1 else functools.partial(networks_at, level),
+            sparsity=sparsity[level],
+            networks=last if level == len(sparsity) - 1 else functools.partial(networks_at, level),
+            **{name: arrays[name][level] for name in METRICS},
         )
         for level in range(len(sparsity))
     )

@@ -23,8 +23,10 @@ from mothray import catalog
 from mothray.config import ExperimentConfig, parse
 from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
 
-BAR_WIDTH = 20  # the catalog table fits an 80-column terminal
-TRIAL_COLUMNS = ("trial", "status", "architecture", "networks", "level", "median test loss")
+BAR_WIDTH = 12  # the tables fit an 80-column terminal
+CATALOG_COLUMNS = ("sparsity", "optimal", "", "steps", "test q25", "median", "q75")
+# per trial, of its last level: median steps, median train and test MSE, networks under threshold
+TRIAL_COLUMNS = ("status", "batch", "level", "steps", "train MSE", "test MSE", "under")
 
 
 def experiments(storage: str) -> list[dict[str, Any]]:
@@ -54,6 +56,8 @@ def trials(root: str) -> list[dict[str, Any]]:
                 "level": last.get("level"),
                 "levels": last.get("levels"),
                 "sparsity": last.get("sparsity"),
+                "steps_median": last.get("steps_median"),
+                "train_loss_median": last.get("train_loss_median"),
                 "test_loss_median": last.get("test_loss_median"),
                 "under_threshold": last.get("under_threshold"),
             }
@@ -120,51 +124,61 @@ def print_experiment(root: str, console: Console) -> None:
 
 
 def print_trials(rows: list[dict[str, Any]], console: Console) -> None:
-    """Per trial: status, networks, current level, median test loss, networks under threshold."""
-    table = Table(title="trials")
-    for column in (*TRIAL_COLUMNS, "under threshold"):
-        table.add_column(column, justify="left" if column in TRIAL_COLUMNS[:3] else "right")
+    """Per trial (a batch of networks): status, and of its last level the median steps (few:
+    stopped on a plateau), median training and test MSE, and networks under the threshold."""
+    table = Table(title="trials: medians over each batch's networks at its last level")
+    for column in TRIAL_COLUMNS:
+        table.add_column(column, justify="left" if column in TRIAL_COLUMNS[:2] else "right")
     for row in rows:
         level = (
             ""
             if row["level"] is None
-            else f"{row['level'] + 1}/{row['levels']} ({row['sparsity']:.0%})"
+            else f"{row['level'] + 1}/{row['levels']} {row['sparsity']:.0%}"
+        )
+        under = (
+            "" if row["under_threshold"] is None else f"{row['under_threshold']}/{row['networks']}"
         )
         table.add_row(
-            row["trial"],
             row["status"],
             f"{row['architecture']} #{row['batch']}",
-            _text(row["networks"]),
             level,
-            "" if row["test_loss_median"] is None else f"{row['test_loss_median']:.3e}",
-            _text(row["under_threshold"]),
+            "" if row["steps_median"] is None else f"{row['steps_median']:,.0f}",
+            *(
+                "" if row[name] is None else f"{row[name]:.2e}"
+                for name in ("train_loss_median", "test_loss_median")
+            ),
+            under,
         )
     console.print(table)
 
 
 def print_catalog(cat: catalog.Catalog, console: Console) -> None:
-    """Networks optimal at each sparsity (a text bar chart) and test-loss quantiles per level."""
+    """Networks optimal at each sparsity (a text bar chart), and per level the median training
+    steps (a level that stopped on a plateau shows as few) and test-loss quantiles."""
     optimal = cat.optimal_level
     counts = [int(np.count_nonzero(optimal == level)) for level in range(len(cat.sparsity))]
-    table = Table(title=f"catalog: {len(optimal)} networks, threshold {cat.threshold:g}")
-    for column in ("sparsity", "optimal here", "", "test loss q25", "median", "q75"):
+    table = Table(
+        title=f"catalog: {len(optimal)} networks, threshold {cat.threshold:g}, median steps"
+    )
+    for column in CATALOG_COLUMNS:
         table.add_column(column, justify="left" if column == "" else "right")
-    test = cat.losses[:, :, 2]
+    test, steps = cat.losses[:, :, 2], np.median(cat.steps, axis=1)
     for level, sparsity in enumerate(cat.sparsity):
         q25, median, q75 = np.nanquantile(test[level], [0.25, 0.5, 0.75])
         bar = "█" * round(BAR_WIDTH * counts[level] / max(max(counts), 1))
         table.add_row(
-            f"{sparsity:.0%}", str(counts[level]), bar, f"{q25:.2e}", f"{median:.2e}", f"{q75:.2e}"
+            f"{sparsity:.0%}",
+            str(counts[level]),
+            bar,
+            f"{steps[level]:,.0f}",
+            f"{q25:.2e}",
+            f"{median:.2e}",
+            f"{q75:.2e}",
         )
     never = int(np.count_nonzero(optimal < 0))
-    table.add_row(
-        "never", str(never), "█" * round(BAR_WIDTH * never / max(max(counts), 1)), "", "", ""
-    )
+    never_bar = "█" * round(BAR_WIDTH * never / max(max(counts), 1))
+    table.add_row("never", str(never), never_bar, *[""] * 4)
     console.print(table)
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _parser() -> argparse.ArgumentParser:

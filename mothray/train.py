@@ -65,6 +65,7 @@ class Rates(NamedTuple):
 
     learning_rate: jax.Array
     stop_ratio: jax.Array
+    early_stopping: jax.Array  # bool: whether networks may stop before the level's budget
 
 
 class NetworkSnapshot(NamedTuple):
@@ -84,6 +85,7 @@ class LevelRecord(NamedTuple):
     steps: np.ndarray  # (K,): training steps taken at this level
     remaining: np.ndarray  # (K, n_layers): weights left per layer
     diverged: np.ndarray  # (K,): loss turned NaN or infinite at this level or before
+    curves: np.ndarray  # (K, blocks, 2): learning curves, see `train_level`
     networks: NetworkSnapshot | Callable[[], NetworkSnapshot]
 
     def snapshot(self) -> NetworkSnapshot:
@@ -122,6 +124,10 @@ class SweepResult:
     @property
     def diverged(self) -> np.ndarray:  # (L, K)
         return self._stack("diverged")
+
+    @property
+    def curves(self) -> np.ndarray:  # (L, K, blocks, 2): mean train and validation loss
+        return self._stack("curves")
 
     @property
     def weights(self) -> list[np.ndarray]:  # per layer (L, K, n_in, n_out)
@@ -188,7 +194,7 @@ def prune_sweep(
     stepping = Stepping(
         config.batch_size, config.epochs_per_level, config.stop_check_every, config.stop_window
     )
-    rates = Rates(jnp.float32(config.learning_rate), jnp.float32(config.stop_ratio))
+    learning_rate, stop_ratio = jnp.float32(config.learning_rate), jnp.float32(config.stop_ratio)
     if resume is None:
         params = init_params(seeds, config)
         masks = jax.tree.map(lambda leaf: jnp.ones(leaf.shape, bool), params)
@@ -205,11 +211,13 @@ def prune_sweep(
         sparsity = config.schedule[level]
         params, masks = prune(params, masks, removed_counts(sparsity, config))
         keys = jax.device_put(level_keys(seeds, level, config.epochs_per_level), by_network)
-        params, opt_state, steps, diverged = train_level(
+        rates = Rates(learning_rate, stop_ratio, jnp.bool_(level >= config.stop_from_level))
+        params, opt_state, *trained = train_level(
             params, opt_state, masks, diverged, keys, data, rates, model, stepping
         )
+        diverged = trained[1]
         records.append(
-            _record(sparsity, params, masks, steps, diverged, data, model, config.eval_batch_size)
+            _record(sparsity, params, masks, trained, data, model, config.eval_batch_size)
         )
         if on_level is not None:
             result = SweepResult(seeds, tuple(records))
@@ -217,6 +225,21 @@ def prune_sweep(
             leaves = tuple(np.array(leaf) for leaf in jax.tree.leaves(opt_state))
             on_level(level, result, SweepState(result, leaves, to_dict(config)))
     return SweepResult(seeds, tuple(records))
+
+
+def steps_per_level(train_rows: int, config: TrainConfig) -> int:
+    """The most steps a network takes at one level: `epochs_per_level` passes of whole batches."""
+    return config.epochs_per_level * (train_rows // config.batch_size)
+
+
+def curve_steps(train_rows: int, config: TrainConfig) -> np.ndarray:
+    """The level's step count at the end of each learning-curve block, (blocks,).
+
+    A block is `stop_check_every` steps; the last one may be shorter, ending with the level.
+    """
+    steps = steps_per_level(train_rows, config)
+    ends = np.arange(1, -(-steps // config.stop_check_every) + 1) * config.stop_check_every
+    return np.minimum(ends, steps)
 
 
 def adam(learning_rate: float | jax.Array) -> optax.GradientTransformation:
@@ -327,18 +350,23 @@ def train_level(
     rates: Rates,
     model: Model,
     stepping: Stepping,
-) -> tuple[Params, Any, jax.Array, jax.Array]:
-    """Train every network at one level: at most `epochs` passes, early stopping per network.
+) -> tuple[Params, Any, jax.Array, jax.Array, jax.Array]:
+    """Train every network at one level: at most `epochs` passes, early stopping per network
+    where `rates.early_stopping` allows it.
 
-    Returns the new parameters and optimiser state, the steps each network took, and the
-    updated divergence flags. Stopped or diverged networks no longer change. Removed weights
-    stay exactly zero because their updates are discarded; for every remaining weight this
-    is the same as a masked forward pass, Adam being elementwise.
+    Returns the new parameters and optimiser state, the steps each network took, the updated
+    divergence flags, and the learning curves (K, blocks, 2): per block of `check_every` steps,
+    the mean training loss (of the batches before each update) and validation loss (after it)
+    over the steps the network took in the block; NaN for blocks it did not train in. Stopped
+    or diverged networks no longer change. Removed weights stay exactly zero because their
+    updates are discarded; for every remaining weight this is the same as a masked forward
+    pass, Adam being elementwise.
     """
     (train_x, train_y), (val_x, val_y) = data.train, data.val
     batch, k = stepping.batch_size, diverged.shape[0]
     epoch_rows = train_x.shape[0] // batch * batch  # the last partial batch is dropped
     level_steps = stepping.epochs * epoch_rows // batch
+    blocks = -(-level_steps // stepping.check_every)
     optimizer = adam(rates.learning_rate)
     loss_and_grad = jax.vmap(jax.value_and_grad(mse), in_axes=(0, 0, 0, None))
     batched_mse = jax.vmap(mse, in_axes=(0, 0, 0, None))
@@ -360,10 +388,10 @@ def train_level(
         apply = live & finite
         params, opt_state = _select(apply, (stepped, new_opt_state), (params, opt_state))
         carry = (params, opt_state, active & finite, diverged | (live & ~finite), taken + apply)
-        return (*carry, t + 1), val_loss
+        return (*carry, t + 1), (loss, val_loss, apply)
 
     def block(carry):
-        state, history = carry
+        state, history, curves = carry
         t = state[-1]
         positions = t.astype(jnp.uint32) * batch + jnp.arange(
             stepping.check_every * batch, dtype=jnp.uint32
@@ -375,23 +403,36 @@ def train_level(
         def by_step(rows: jax.Array) -> jax.Array:
             return rows.reshape(k, stepping.check_every, batch).swapaxes(0, 1)
 
-        state, val_losses = jax.lax.scan(step, state, (by_step(train_rows), by_step(val_rows)))
+        state, (losses, val_losses, applied) = jax.lax.scan(
+            step, state, (by_step(train_rows), by_step(val_rows))
+        )
+        curves = curves.at[:, t // stepping.check_every].set(
+            jnp.stack([_applied_mean(losses, applied), _applied_mean(val_losses, applied)], -1)
+        )
         params, opt_state, active, diverged, taken, t = state
         history = jnp.concatenate([history[:, 1:], val_losses.mean(axis=0)[:, None]], axis=1)
-        checked = (t > 2 * stepping.window) & (t <= level_steps)
+        checked = (t > 2 * stepping.window) & (t <= level_steps) & rates.early_stopping
         active = active & ~(checked & stalled(history, rates.stop_ratio))
-        return (params, opt_state, active, diverged, taken, t), history
+        return (params, opt_state, active, diverged, taken, t), history, curves
 
     def running(carry):
-        (_, _, active, _, _, t), _ = carry
+        (_, _, active, _, _, t), _, _ = carry
         return jnp.any(active) & (t < level_steps)
 
     state = (params, opt_state, ~diverged, diverged, jnp.zeros(k, jnp.int32), jnp.int32(0))
     history = jnp.zeros((k, 2 * stepping.window // stepping.check_every), jnp.float32)
-    (params, opt_state, _, diverged, taken, _), _ = jax.lax.while_loop(
-        running, block, (state, history)
+    curves = jnp.full((k, blocks, 2), jnp.nan, jnp.float32)
+    (params, opt_state, _, diverged, taken, _), _, curves = jax.lax.while_loop(
+        running, block, (state, history, curves)
     )
-    return params, opt_state, taken, diverged
+    return params, opt_state, taken, diverged, curves
+
+
+def _applied_mean(losses: jax.Array, applied: jax.Array) -> jax.Array:
+    """Per network, the mean of (steps, K) losses over the steps applied; NaN if none was."""
+    total = jnp.sum(jnp.where(applied, losses, 0.0), axis=0)
+    count = jnp.sum(applied, axis=0)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
 
 
 def stalled(history: jax.Array, ratio: jax.Array) -> jax.Array:
@@ -525,13 +566,13 @@ def _record(
     sparsity: float,
     params: Params,
     masks: Params,
-    steps: jax.Array,
-    diverged: jax.Array,
+    trained: Sequence[jax.Array],
     data: _Data,
     model: Model,
     chunk: int,
 ) -> LevelRecord:
-    """Evaluate a trained level and bring its networks to the host."""
+    """Evaluate a trained level and bring its networks and its training's `(steps, diverged,
+    curves)` to the host."""
     losses = np.stack([evaluate(params, *split, model, chunk) for split in data], axis=1)
     # copies: the parameter buffers are donated to the next level's training
     host_params, host_masks = jax.tree.map(np.array, (params, masks))
@@ -542,9 +583,8 @@ def _record(
         bias_masks=tuple(layer.biases for layer in host_masks),
     )
     remaining = np.stack([np.count_nonzero(m, axis=(1, 2)) for m in networks.masks], axis=1)
-    return LevelRecord(
-        sparsity, losses, np.asarray(steps), remaining, np.asarray(diverged), networks
-    )
+    steps, diverged, curves = map(np.asarray, trained)
+    return LevelRecord(sparsity, losses, steps, remaining, diverged, curves, networks)
 
 
 def _restore(

@@ -52,13 +52,24 @@ def experiment(threshold: float, weights: str = "all", name: str = "catalog-test
 
 
 @pytest.fixture(scope="module")
-def sweeps():
-    """Real sweeps of each architecture's networks on a thousand real trajectories per split;
-    the threshold is the median of the networks' best test losses, so half never reach it."""
+def splits():
+    """A thousand real trajectories per split."""
     sim = SimulationConfig(train=1000, test=1000, chunk=1000, seed=3)
-    splits = data.from_arrays(
+    return data.from_arrays(
         *[compute_chunk(sim, chunks_of(sim, split)[0]) for split in SPLITS]
     ).splits
+
+
+@pytest.fixture(scope="module")
+def train_rows(splits):
+    """What `catalog.create` sizes the learning curves by."""
+    return len(splits.train[0])
+
+
+@pytest.fixture(scope="module")
+def sweeps(splits):
+    """Real sweeps of each architecture's networks; the threshold is the median of the
+    networks' best test losses, so half never reach it."""
     results = [
         train.prune_sweep(
             splits,
@@ -84,6 +95,7 @@ def batch_record(result: train.SweepResult, batch: Batch, level: int) -> train.L
         record.steps[part],
         record.remaining[part],
         record.diverged[part],
+        record.curves[part],
         lambda: networks,
     )
 
@@ -110,12 +122,12 @@ def write(path, config, results, batches, levels) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(sweeps, tmp_path_factory):
+def finished(sweeps, train_rows, tmp_path_factory):
     """A complete catalog, levels written last first and some twice; finalize's counts."""
     results, threshold = sweeps
     config = experiment(threshold)
     path = str(tmp_path_factory.mktemp("catalog") / "catalog.zarr")
-    catalog.create(path, config)
+    catalog.create(path, config, train_rows)
     batches = catalog.plan(config)
     write(path, config, results, batches, levels=reversed(range(LEVELS)))
     write(path, config, results, batches[::2], levels=[1, 0, 3])
@@ -176,6 +188,36 @@ def test_catalog_holds_what_the_sweeps_produced(sweeps, finished):
                 for mine, theirs in zip(stored, produced, strict=True):
                     assert mine.dtype == theirs.dtype
                     np.testing.assert_array_equal(mine, theirs[level])
+
+
+def test_learning_curves_are_stored_and_read_back(sweeps, finished, train_rows):
+    """Raw per block in the store; per network as a table of the blocks it trained."""
+    results, _ = sweeps
+    cat = catalog.open(finished[0])
+    root = zarr.open_group(finished[0], mode="r")
+    steps = train.curve_steps(train_rows, TRAINING)
+    for a, (name, result) in enumerate(zip(NAMES, results, strict=True)):
+        np.testing.assert_array_equal(root[name]["curves"][:], result.curves)
+        np.testing.assert_array_equal(root[name]["curve_step"][:], steps)
+        for k in range(NETWORKS):
+            table = cat.curves(a * NETWORKS + k)
+            assert list(table.columns) == [
+                "level", "sparsity", "step", "total_step", "train_loss", "val_loss"
+            ]  # fmt: skip
+            trained = ~np.isnan(result.curves[:, k, :, 0])
+            assert len(table) == trained.sum()
+            np.testing.assert_array_equal(table["train_loss"], result.curves[:, k, :, 0][trained])
+            np.testing.assert_array_equal(table["val_loss"], result.curves[:, k, :, 1][trained])
+            np.testing.assert_array_equal(
+                table["sparsity"], np.array(TRAINING.schedule)[table["level"]]
+            )
+            last = table.groupby("level")["step"].max()
+            assert last.tolist() == result.steps[last.index, k].tolist()  # blocks cover the steps
+            assert (np.diff(table["total_step"]) > 0).all()
+            assert table["total_step"].iloc[-1] == result.steps[:, k].sum()
+    assert cat.select("8-4").curves(0).equals(cat.curves(NETWORKS))
+    with pytest.raises(CatalogError, match="networks 0 to 9"):
+        cat.curves(K)
 
 
 def test_per_layer_reads_need_one_architecture(finished):
@@ -292,13 +334,17 @@ def test_arrays_are_chunked_by_batch(finished):
     """Along the network axis every chunk or shard holds one batch: trials never share a file."""
     root = zarr.open_group(finished[0], mode="r")
     for name in NAMES:
-        arrays = [a for _, a in root[name].members(max_depth=None) if isinstance(a, zarr.Array)]
-        assert len(arrays) == 8 + 8 * len(root[name].attrs["layer_sizes"])
-        for array in arrays:
+        arrays = {
+            path: a
+            for path, a in root[name].members(max_depth=None)
+            if isinstance(a, zarr.Array) and path != "curve_step"  # per block, not per network
+        }
+        assert len(arrays) == 9 + 8 * len(root[name].attrs["layer_sizes"])
+        for path, array in arrays.items():
             axis = array.shape.index(NETWORKS)
             outer = array.shards or array.chunks
             assert outer[axis] == PER_ACTOR and all(size == 1 for size in outer[:axis])
-            if array.ndim - axis == 3:  # a weight or mask matrix: one network per inner chunk
+            if path.split("/")[-2:-1] in (["weights"], ["masks"]):  # a network per inner chunk
                 assert array.shards is not None and array.chunks[axis] == 1
 
 
@@ -314,6 +360,9 @@ def test_catalog_reads_with_zarr_and_pandas_alone_and_holds_no_pickle(finished):
         assert group["losses"].shape == ({LEVELS}, {NETWORKS}, 3)
         assert group["optimal/weights/0"][:].shape == ({NETWORKS}, 10, 8)
         assert group["masks/2"][1, 0].shape == (4, 7)
+        curves, ends = group["curves"][:, 0], group["curve_step"][:]
+        assert curves.shape == ({LEVELS}, len(ends), 2) and ends[0] == {TRAINING.stop_check_every}
+        assert numpy.isfinite(curves[0]).all()  # the dense level trains every block
         table = pandas.read_csv({str(Path(path).with_suffix(".csv"))!r})
         assert len(table) == {K}
         assert table["optimal_level"].tolist()[{NETWORKS}:] == level.tolist()
@@ -343,15 +392,19 @@ def codec_names(codecs: list) -> set:
     return names
 
 
-def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(sweeps, finished, tmp_path):
+def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(
+    sweeps, finished, train_rows, tmp_path
+):
     """Through a file:// URL: refusals until every level is written, identical rewrites."""
     results, threshold = sweeps
     config = experiment(threshold, weights="optimal")
     path = f"file://{tmp_path}/run/catalog.zarr"
-    catalog.create(path, config)
+    catalog.create(path, config, train_rows)
     batches = catalog.plan(config)
     with pytest.raises(CatalogError, match="another experiment.*name"):
-        catalog.create(path, dataclasses.replace(config, name="other"))
+        catalog.create(path, dataclasses.replace(config, name="other"), train_rows)
+    with pytest.raises(CatalogError, match="curves: not as this experiment needs"):
+        catalog.create(path, config, train_rows * 2)
     write(path, config, results, batches, levels=[3, 0, 2])
     write(path, config, results, batches[:-1], levels=[1])
     with pytest.raises(CatalogError, match="8-4 batch 2 level 1$"):
@@ -361,7 +414,7 @@ def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(sweeps, finished, t
     write(path, config, results, batches[-1:], levels=[1])
     local = f"{tmp_path}/run/catalog.zarr"
     before = files(local)
-    catalog.create(path, config)
+    catalog.create(path, config, train_rows)
     write(path, config, results, batches[:3], levels=[2, 1, 3, 0])
     assert files(local) == before
     counts = catalog.finalize(path)
@@ -385,11 +438,11 @@ def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(sweeps, finished, t
         catalog.level_networks(path, batches[0], 0)
 
 
-def test_writes_that_do_not_fit_are_refused(sweeps, finished, tmp_path):
+def test_writes_that_do_not_fit_are_refused(sweeps, finished, train_rows, tmp_path):
     results, threshold = sweeps
     config = experiment(threshold)
     path = str(tmp_path / "catalog.zarr")
-    catalog.create(path, config)
+    catalog.create(path, config, train_rows)
     batch = catalog.plan(config)[1]
     record = batch_record(results[0], batch, 2)
 
@@ -407,6 +460,7 @@ def test_writes_that_do_not_fit_are_refused(sweeps, finished, tmp_path):
     refused("not a batch", batch=batch._replace(hidden=(8, 4)))
     refused("other seeds", batch=batch._replace(seeds=(0, 1)))
     refused("losses", record=record._replace(losses=record.losses[:1]))
+    refused("curves", record=record._replace(curves=record.curves[:, :-1]))
     short = record.networks()._replace(masks=record.networks().masks[:2])
     refused("layers", record=record._replace(networks=short))
     assert not zarr.open_group(path, mode="r")["8-8-4/level_done"][:].any()
@@ -419,13 +473,15 @@ def test_writes_that_do_not_fit_are_refused(sweeps, finished, tmp_path):
 
 
 @pytest.mark.parametrize("weights", ["all", "optimal"])
-def test_finalize_mends_optimal_weights_of_a_retrained_level_when_it_can(sweeps, tmp_path, weights):
+def test_finalize_mends_optimal_weights_of_a_retrained_level_when_it_can(
+    sweeps, train_rows, tmp_path, weights
+):
     """A level retrained after a crash may lift a network over the threshold: its optimal
     weights then lie at a sparser level than its losses say, mended from the kept levels."""
     results, threshold = sweeps
     config = dataclasses.replace(experiment(threshold, weights), architectures=ARCHITECTURES[:1])
     path, batches = str(tmp_path / "catalog.zarr"), catalog.plan(config)
-    catalog.create(path, config)
+    catalog.create(path, config, train_rows)
     write(path, config, results, batches, levels=range(LEVELS))
     optimal = catalog.optimal_levels(results[0].losses[:, :, 2], threshold)
     k = int(np.flatnonzero(optimal >= 0)[0])

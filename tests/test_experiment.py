@@ -112,6 +112,14 @@ def test_tune_results_stay_readable(reference_run):
     frame = analysis.dataframe()
     assert len(frame) == CONFIG.networks // CONFIG.resources.networks_per_actor
     assert (frame["level"] == len(CONFIG.training.schedule) - 1).all()
+    # a level's report shows its steps and training loss, to tell a plateau-stopped level
+    cat = catalog.open(record["catalog"]["path"])
+    per_actor = CONFIG.resources.networks_per_actor
+    for _, row in frame.iterrows():
+        networks = slice(row["config/batch"] * per_actor, (row["config/batch"] + 1) * per_actor)
+        assert row["steps_median"] == np.median(cat.steps[-1, networks])
+        assert row["steps_max"] == cat.steps[-1, networks].max()
+        assert row["train_loss_median"] == pytest.approx(np.median(cat.losses[-1, networks, 0]))
     assert list((storage / CONFIG.name / "tune").rglob("events.out.tfevents*"))
 
 
@@ -446,10 +454,14 @@ def test_results_lists_experiments_and_shows_the_catalog(reference_run):
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("TERMINATED") == 4
-    optimal = catalog.open(str(storage / CONFIG.name / "catalog.zarr")).optimal_level
+    cat = catalog.open(str(storage / CONFIG.name / "catalog.zarr"))
+    optimal, steps = cat.optimal_level, np.median(cat.steps, axis=1)
+    trial_rows = [line for line in shown.stdout.splitlines() if "TERMINATED" in line]
+    assert all(re.search(rf"│\s+{steps[-1]:,.0f}\s+│", row) for row in trial_rows), trial_rows
     for level, sparsity in enumerate(CONFIG.training.schedule):
         count = int(np.count_nonzero(optimal == level))
-        assert re.search(rf"│\s+{sparsity:.0%}\s+│\s+{count}\s+│", shown.stdout), sparsity
+        row = rf"│\s+{sparsity:.0%}\s+│\s+{count}\s+│[^│]*│\s+{steps[level]:,.0f}\s+│"
+        assert re.search(row, shown.stdout), sparsity
     missing = subprocess.run(
         [sys.executable, "-m", "mothray.results", "nothing", "--storage", str(storage)],
         capture_output=True, text=True,

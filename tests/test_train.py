@@ -9,6 +9,7 @@ from fractions import Fraction
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mothray import data, train
@@ -17,7 +18,8 @@ from mothray.simulate import SPLITS, chunks_of, compute_chunk
 
 SEEDS = [11, 12, 13, 14, 15, 16, 17, 18]
 # Small enough for seconds on a CPU; batch 16 gives 300 steps per epoch, so early stopping
-# (first check after 2 * 60 + 20 = 140 steps) can act before the epoch ends.
+# (first check after 2 * 60 + 20 = 140 steps) can act before the epoch ends. Biases are
+# pruned too (an option; the default prunes weights only) so that both are tested.
 CONFIG = TrainConfig(
     hidden=(16, 16, 16, 4),
     batch_size=16,
@@ -26,7 +28,9 @@ CONFIG = TrainConfig(
     stop_check_every=20,
     stop_window=60,
     eval_batch_size=1000,
+    prune_biases=True,
 )
+EPOCH = 300  # steps: 4,800 train rows (the dataset's 6,000 less the validation fifth) / 16
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,9 @@ def test_the_smallest_weights_are_removed(sweep):
                     assert np.abs(before[newly]).max() <= np.abs(before[now]).min()
 
 
-def test_biases_are_kept_when_configured_off(dataset):
+def test_biases_are_kept_by_default(dataset):
+    """The published experiment pruned weights only: that is the default."""
+    assert not TrainConfig().prune_biases
     config = dataclasses.replace(CONFIG, prune_biases=False, schedule=(0.0, 0.9))
     result = train.prune_sweep(dataset.splits, config, SEEDS)
     assert all(mask.all() for mask in result.bias_masks)
@@ -114,25 +120,103 @@ def test_a_network_trained_alone_matches_its_batch(dataset, sweep):
         np.testing.assert_allclose(mine[:, 0], batched[:, k], rtol=1e-4, atol=1e-6)
 
 
-def test_networks_stop_on_their_own_validation_loss(dataset, sweep):
-    """Early stopping acts per network: some stop before the epoch ends, not all together."""
+def test_the_epoch_is_300_steps(dataset):
+    assert len(dataset.splits.train[0]) // CONFIG.batch_size == EPOCH
+
+
+def test_networks_stop_on_their_own_validation_loss(sweep):
+    """From the first pruned level on, early stopping acts per network: at every such level
+    some network of the batch stops while another keeps training."""
     result, _ = sweep
-    epoch = len(dataset.splits.train[0]) // CONFIG.batch_size
-    assert (result.steps <= epoch).all()
-    assert (result.steps < epoch).any()
-    assert (result.steps != result.steps[:, :1]).any(axis=1).all()  # at every level
-    stopped = result.steps[result.steps < epoch]
+    pruned = result.steps[1:]
+    assert (pruned <= EPOCH).all()
+    assert (
+        (pruned < EPOCH).any(axis=1) & (pruned > pruned.min(axis=1, keepdims=True)).any(1)
+    ).all()
+    stopped = pruned[pruned < EPOCH]
     first_check = 2 * CONFIG.stop_window + CONFIG.stop_check_every
     assert (stopped >= first_check).all() and (stopped % CONFIG.stop_check_every == 0).all()
 
 
-def test_the_first_check_comes_after_two_windows_and_none_past_the_epoch(dataset):
-    always = dataclasses.replace(CONFIG, stop_ratio=1e9, schedule=(0.0,))
+def test_the_dense_level_trains_its_whole_budget(sweep):
+    """By default no network stops at level 0 (from random weights), whatever its losses."""
+    result, _ = sweep
+    assert TrainConfig().stop_from_level == CONFIG.stop_from_level == 1
+    assert (result.steps[0] == EPOCH).all()
+
+
+def test_stopping_applies_from_the_configured_level_and_not_before(dataset):
+    """A ratio every network meets stops each at the first check, from stop_from_level on;
+    before it, the full budget of epochs_per_level, however much the rule would stop."""
+    always = dataclasses.replace(CONFIG, stop_ratio=1e9, epochs_per_level=2, schedule=(0.0, 0.5))
+    first_check = 2 * CONFIG.stop_window + CONFIG.stop_check_every
     result = train.prune_sweep(dataset.splits, always, SEEDS)
-    assert (result.steps == 2 * CONFIG.stop_window + CONFIG.stop_check_every).all()
-    never = dataclasses.replace(always, stop_ratio=1e-9)
-    result = train.prune_sweep(dataset.splits, never, SEEDS)
-    assert (result.steps == len(dataset.splits.train[0]) // CONFIG.batch_size).all()
+    assert (result.steps == np.array([[2 * EPOCH], [first_check]])).all()
+    from_start = dataclasses.replace(always, stop_from_level=0)
+    result = train.prune_sweep(dataset.splits, from_start, SEEDS)
+    assert (result.steps == first_check).all()
+    nowhere = dataclasses.replace(always, stop_from_level=2)
+    assert (train.prune_sweep(dataset.splits, nowhere, SEEDS).steps == 2 * EPOCH).all()
+
+
+def test_learning_curves_cover_the_steps_taken(sweep):
+    """Per level and network, the blocks trained are a prefix that covers its steps exactly,
+    finite for live networks, NaN after; block ends are counted in steps of the level."""
+    result, _ = sweep
+    block = CONFIG.stop_check_every
+    steps = train.curve_steps(EPOCH * CONFIG.batch_size, CONFIG)
+    assert steps.tolist() == list(range(block, EPOCH + 1, block))
+    assert result.curves.shape == (len(CONFIG.schedule), len(SEEDS), len(steps), 2)
+    trained = ~np.isnan(result.curves)
+    assert (trained[..., 0] == trained[..., 1]).all()
+    blocks = trained[..., 0].sum(axis=2)
+    assert (blocks == -(-result.steps // block)).all()
+    assert (trained[..., 0] == (np.arange(len(steps)) < blocks[..., None])).all()
+    assert (result.curves[trained] > 0).all()
+    # the curve falls: the dense level's last block is well below its first
+    assert (result.curves[0, :, blocks[0, 0] - 1, 0] < 0.7 * result.curves[0, :, 0, 0]).all()
+
+
+def test_curve_blocks_may_end_short():
+    config = dataclasses.replace(CONFIG, batch_size=10, stop_check_every=20, stop_window=60)
+    assert train.curve_steps(455, config).tolist() == [20, 40, 45]
+    assert train.steps_per_level(455, dataclasses.replace(config, epochs_per_level=3)) == 135
+
+
+def test_the_first_block_of_the_curves_is_its_steps_mean_loss(dataset, sweep):
+    """A hand-written loop of the first block's Adam steps, on the rows the network's own
+    permutations give it, has the mean training and validation losses the curves hold."""
+    result, _ = sweep
+    (train_x, train_y), (val_x, val_y) = jax.tree.map(
+        jnp.asarray, (dataset.splits.train, dataset.splits.val)
+    )
+    model, k = train.Model(CONFIG.activation, CONFIG.precision), 5
+    keys = train.level_keys(np.array(SEEDS), level=0, epochs=1)
+    positions = jnp.arange(CONFIG.stop_check_every * CONFIG.batch_size, dtype=jnp.uint32)
+    train_rows = np.asarray(train._shuffled_rows(positions, keys.train[:, :1], len(train_x)))[k]
+    val_rows = np.asarray(train._shuffled_rows(positions, keys.val[:, None], len(val_x)))[k]
+    params = jax.tree.map(lambda leaf: leaf[k], train.init_params(np.array(SEEDS), CONFIG))
+    optimizer = train.adam(CONFIG.learning_rate)
+
+    @jax.jit
+    def step(params, state, rows, held_out):
+        loss, grads = jax.value_and_grad(train.mse)(params, train_x[rows], train_y[rows], model)
+        updates, state = optimizer.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        return params, state, loss, train.mse(params, val_x[held_out], val_y[held_out], model)
+
+    state = optimizer.init(params)
+    train_losses, val_losses = [], []
+    for rows, held_out in zip(
+        train_rows.reshape(-1, CONFIG.batch_size), val_rows.reshape(-1, CONFIG.batch_size),
+        strict=True,
+    ):  # fmt: skip
+        params, state, loss, val_loss = step(params, state, rows, held_out)
+        train_losses.append(loss)
+        val_losses.append(val_loss)
+    np.testing.assert_allclose(
+        result.curves[0, k, 0], [np.mean(train_losses), np.mean(val_losses)], rtol=1e-4
+    )
 
 
 def test_stalled_compares_the_mean_loss_of_the_two_windows():
@@ -172,6 +256,7 @@ def test_resume_equals_the_uninterrupted_run(dataset, sweep, level):
     assert callable(resumed.levels[0].networks)  # earlier levels stay lazy
     np.testing.assert_array_equal(resumed.losses, result.losses)
     np.testing.assert_array_equal(resumed.steps, result.steps)
+    np.testing.assert_array_equal(resumed.curves, result.curves)
     for mine, theirs in zip(
         resumed.weights + resumed.masks, result.weights + result.masks, strict=True
     ):
@@ -233,7 +318,7 @@ def test_a_diverging_network_is_frozen_and_the_others_are_unaffected(dataset, sw
     np.testing.assert_array_equal(resumed.losses[1:, others], result.losses[1:, others])
     np.testing.assert_array_equal(resumed.steps[1:, others], result.steps[1:, others])
     assert resumed.diverged[1:, 2].all() and not resumed.diverged[:, others].any()
-    assert (resumed.steps[1:, 2] == 0).all()
+    assert (resumed.steps[1:, 2] == 0).all() and np.isnan(resumed.curves[1:, 2]).all()
     assert not np.isfinite(resumed.losses[1, 2]).any()
     # frozen: pruning aside, its weights no longer change
     last = resumed.snapshot(len(CONFIG.schedule) - 1)
@@ -256,6 +341,9 @@ def test_a_network_diverging_mid_level_freezes_at_that_step(dataset):
     assert result.steps[0].tolist() == expected_steps
     assert result.diverged.all()
     assert len(set(expected_steps)) > 1  # they froze at different steps
+    # the curves end with the last block in which a step was applied, finite up to there
+    trained = np.isfinite(result.curves[0, :, :, 1]).sum(axis=1)
+    assert (trained == -(-result.steps[0] // CONFIG.stop_check_every)).all()
 
 
 def test_training_lowers_the_loss_and_extreme_sparsity_raises_it(dataset, sweep):
