@@ -108,7 +108,8 @@ class TrainConfig:
     prune_biases: bool = False  # weights only, as the published experiment
     stop_check_every: int = ruled(100, POSITIVE)
     # steps per window, a multiple of stop_check_every; protocol.md's 500 stops pruned levels
-    # far from convergence (2x the loss of a full epoch): docs/benchmarks.md, "Convergence"
+    # far from convergence (2x the loss of a full epoch): docs/benchmarks.md, "Training to
+    # convergence"
     stop_window: int = ruled(5000, POSITIVE)
     stop_ratio: float = ruled(1.01, POSITIVE)
     stop_from_level: int = ruled(1, NON_NEGATIVE)  # levels before it train their full budget
