@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from mothray import catalog
 from mothray.config import load_experiment
@@ -63,8 +64,6 @@ def main(argv: list[str] | None = None) -> None:
     catalog.create(path, config, TRAIN_ROWS)
     name = catalog.architecture_name(config.training.hidden)
     group_path = posixpath.join(path, name)
-    import zarr
-
     group = zarr.open_group(group_path, mode="r+")
     ends = group["curve_step"][:]
     levels = len(config.training.schedule)

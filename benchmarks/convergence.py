@@ -171,7 +171,9 @@ def benchmark(args: argparse.Namespace) -> dict:
             "schedule": list(args.levels),
             "rows": dataset.counts,
             "dataset": store,
-            "steps_per_level": train.steps_per_level(dataset.counts["train"], rule),
+            "steps_per_level": train.steps_per_level(
+                dataset.counts["train"], rule.batch_size, rule.epochs_per_level
+            ),
             "curve_step": train.curve_steps(dataset.counts["train"], rule).tolist(),
             "stop_from_level": rule.stop_from_level,
             "stop_ratio": rule.stop_ratio,

@@ -227,9 +227,9 @@ def prune_sweep(
     return SweepResult(seeds, tuple(records))
 
 
-def steps_per_level(train_rows: int, config: TrainConfig) -> int:
-    """The most steps a network takes at one level: `epochs_per_level` passes of whole batches."""
-    return config.epochs_per_level * (train_rows // config.batch_size)
+def steps_per_level(train_rows: int, batch_size: int, epochs: int) -> int:
+    """The most steps a network takes at one level: `epochs` passes of whole batches."""
+    return epochs * (train_rows // batch_size)
 
 
 def curve_steps(train_rows: int, config: TrainConfig) -> np.ndarray:
@@ -237,7 +237,7 @@ def curve_steps(train_rows: int, config: TrainConfig) -> np.ndarray:
 
     A block is `stop_check_every` steps; the last one may be shorter, ending with the level.
     """
-    steps = steps_per_level(train_rows, config)
+    steps = steps_per_level(train_rows, config.batch_size, config.epochs_per_level)
     ends = np.arange(1, -(-steps // config.stop_check_every) + 1) * config.stop_check_every
     return np.minimum(ends, steps)
 
@@ -365,7 +365,7 @@ def train_level(
     (train_x, train_y), (val_x, val_y) = data.train, data.val
     batch, k = stepping.batch_size, diverged.shape[0]
     epoch_rows = train_x.shape[0] // batch * batch  # the last partial batch is dropped
-    level_steps = stepping.epochs * epoch_rows // batch
+    level_steps = steps_per_level(train_x.shape[0], batch, stepping.epochs)
     blocks = -(-level_steps // stepping.check_every)
     optimizer = adam(rates.learning_rate)
     loss_and_grad = jax.vmap(jax.value_and_grad(mse), in_axes=(0, 0, 0, None))

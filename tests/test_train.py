@@ -180,7 +180,7 @@ def test_learning_curves_cover_the_steps_taken(sweep):
 def test_curve_blocks_may_end_short():
     config = dataclasses.replace(CONFIG, batch_size=10, stop_check_every=20, stop_window=60)
     assert train.curve_steps(455, config).tolist() == [20, 40, 45]
-    assert train.steps_per_level(455, dataclasses.replace(config, epochs_per_level=3)) == 135
+    assert train.steps_per_level(455, batch_size=10, epochs=3) == 135
 
 
 def test_the_first_block_of_the_curves_is_its_steps_mean_loss(dataset, sweep):
