@@ -40,9 +40,10 @@ demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~5 m
 	@echo "browse: $(PY) -m mothray.results demo --storage runs  |  $(PY) -m mothray.results --storage runs"
 	@echo "        tensorboard --logdir runs/demo/tune (pip install tensorboard)  |  catalog: runs/demo/catalog.zarr, runs/demo/catalog.csv"
 
-test: $(DEV_STAMP) ## lint, then the whole test suite (creates .venv on first use)
+test: $(DEV_STAMP) ## lint, the layers' import contracts, then the whole test suite (creates .venv on first use)
 	$(PY) -m ruff check mothray tests benchmarks
 	$(PY) -m ruff format --check mothray tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP) ## fix what ruff can, and format

@@ -204,7 +204,7 @@ def baseline_sweep(splits, config, seeds: Sequence[int]) -> dict[str, Any]:
     """Train and prune len(seeds) networks through config.schedule, the original way.
 
     `splits`: (train, val, test), each (inputs (n, n_in), targets (n, n_out)) float32.
-    `config`: a mothray.config.TrainConfig (any object with its fields); float32 always.
+    `config`: a mothray.train.TrainConfig (any object with its fields); float32 always.
     Returns steps (L,) taken at each level (the same for all networks), losses (L, K, 3) as
     (train, val, test) MSE, remaining (L, K, layers) weights per layer, the per-level loss
     histories, and seconds spent pruning, training and evaluating.

@@ -24,7 +24,8 @@ import zarr
 
 from mothray import catalog
 from mothray.config import load_experiment
-from mothray.train import layer_sizes
+from mothray.data import Scaler
+from mothray.records import layer_sizes
 
 TRAIN_ROWS = 8_000_000  # the paper's 10M train-group trajectories less the validation fifth
 
@@ -61,14 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     config = load_experiment("paper")
     root = args.out or Path(tempfile.mkdtemp(prefix="mothray-catalog-size-"))
     path = str(root / catalog.STORE_NAME)
-    catalog.create(path, config, TRAIN_ROWS)
+    scaler = Scaler(np.zeros(10), np.ones(10), np.zeros(7), np.ones(7))  # any: not measured
+    catalog.create(path, config.catalog_spec(), TRAIN_ROWS, scaler)
     name = catalog.architecture_name(config.training.hidden)
     group_path = posixpath.join(path, name)
     group = zarr.open_group(group_path, mode="r+")
     ends = group["curve_step"][:]
     levels = len(config.training.schedule)
     rng = np.random.default_rng(args.seed)
-    for batch in catalog.plan(config):
+    for batch in catalog.plan(config.catalog_spec()):
         count = batch.stop - batch.start
         curves = synthetic_curves(rng, levels, count, ends, args.pruned_steps)
         group["curves"][:, batch.start : batch.stop] = curves

@@ -104,7 +104,7 @@ def configs(args: argparse.Namespace):
     changes = {"hidden": list(args.hidden), "schedule": list(args.levels)}
     if args.stop_window is not None:
         changes["stop_window"] = args.stop_window
-    rule = override(preset.training, changes, "training")
+    rule = override(preset.training, changes, "training").engine()
     full = dataclasses.replace(rule, stop_from_level=len(rule.schedule))
     return simulation, rule, full
 
@@ -174,7 +174,12 @@ def benchmark(args: argparse.Namespace) -> dict:
             "steps_per_level": train.steps_per_level(
                 dataset.counts["train"], rule.batch_size, rule.epochs_per_level
             ),
-            "curve_step": train.curve_steps(dataset.counts["train"], rule).tolist(),
+            "curve_step": train.curve_steps(
+                dataset.counts["train"],
+                rule.batch_size,
+                rule.epochs_per_level,
+                rule.stop_check_every,
+            ).tolist(),
             "stop_from_level": rule.stop_from_level,
             "stop_ratio": rule.stop_ratio,
             "stop_window": rule.stop_window,

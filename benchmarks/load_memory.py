@@ -55,19 +55,18 @@ def synthetic_rows(seed: int, n: int) -> dict[str, np.ndarray]:
 
 def write_store(path: str, train: int, test: int, chunk: int) -> None:
     """Write a complete synthetic store chunk by chunk, marked complete like a finished run."""
-    from mothray.config import SimulationConfig
-    from mothray.simulate import SPLITS, _create_store, _mark_complete, chunks_of
+    from mothray.data.store import SPLITS, chunks, create, mark_complete
 
-    config = SimulationConfig(train=train, test=test, chunk=chunk)
-    root = _create_store(path, config)
+    counts = {"train": train, "test": test}
+    root = create(path, {"simulation": "synthetic"}, counts, chunk)
     for split_id, split in enumerate(SPLITS):
         group = root[split]
-        for part in chunks_of(config, split):
+        for part in chunks(split, counts[split], chunk):
             rows = synthetic_rows(1_000_000 * split_id + part.index, part.stop - part.start)
             for name, values in rows.items():
                 group[name][part.start : part.stop] = values
             group["chunk_done"][part.index] = True
-    _mark_complete(root)
+    mark_complete(root)
 
 
 def ensure_store(args: argparse.Namespace) -> None:
@@ -75,9 +74,9 @@ def ensure_store(args: argparse.Namespace) -> None:
     train = args.rows * 2 // 3
     test = args.rows - train
     if args.store.exists():
-        from mothray.simulate import open_dataset
+        from mothray.data import store
 
-        root = open_dataset(args.store)
+        root = store.open(args.store)
         found = (root["train"].attrs["count"], root["test"].attrs["count"])
         if found != (train, test):
             raise SystemExit(f"{args.store} holds {found} rows, not {(train, test)}: delete it")
@@ -107,7 +106,7 @@ def max_rss_bytes() -> int:
 
 def measure(store: Path) -> None:
     """Load the store once and print memory and time figures."""
-    import mothray.simulate  # noqa: F401  (import the stack now, so its memory is not counted)
+    import mothray.data.store  # noqa: F401  (import the stack now, so its memory is not counted)
 
     gc.collect()
     before, peak_before = rss_bytes(), max_rss_bytes()

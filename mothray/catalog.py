@@ -16,14 +16,16 @@ level's step count at the end of each block; masks/<i>, bias_masks/<i> at every 
 weights/<i>, biases/<i> at every level when `catalog.weights` is "all";
 optimal/{weights,biases,masks,bias_masks}/<i> (K_a, ...), each network at its optimal level
 (NaN / False if it has none), with optimal/level saying which level they hold; optimal_level
-(K_a,), -2 until finalized. Plain Zarr v3 with Blosc compression and JSON metadata only, so
-zarr and pandas read it without mothray.
+(K_a,), -2 until finalized. The root attributes hold the experiment's identity (`Spec`) and
+the dataset's scaler. Plain Zarr v3 with Blosc compression and JSON metadata only, so zarr and
+pandas read it without mothray; mothray reads it without JAX.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import fsspec
@@ -33,10 +35,16 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from mothray import __version__
-from mothray.config import ExperimentConfig, to_dict
-from mothray.data import INPUT_NAMES, TARGET_NAMES
-from mothray.storage import open_zarr
-from mothray.train import LevelRecord, NetworkSnapshot, curve_steps, layer_sizes
+from mothray.data.features import INPUT_NAMES, TARGET_NAMES
+from mothray.data.scaler import Scaler
+from mothray.data.store import open_zarr
+from mothray.records import (
+    LevelRecord,
+    NetworkSnapshot,
+    config_differences,
+    curve_steps,
+    layer_sizes,
+)
 
 STORE_NAME = "catalog.zarr"  # in an experiment's directory, catalog.csv beside it
 LAYER_FIELDS = NetworkSnapshot._fields  # weights, biases, masks, bias_masks
@@ -63,15 +71,39 @@ class CatalogError(Exception):
     """The catalog is incomplete, inconsistent, or lacks what was asked of it."""
 
 
+@dataclass(frozen=True)
+class Spec:
+    """What a catalog holds: the experiment's identity and the shapes of its arrays.
+
+    `training` is the engine's TrainConfig as plain data (its `hidden` is each architecture's).
+    """
+
+    name: str
+    architectures: tuple[tuple[int, ...], ...]  # hidden widths of each architecture, in order
+    networks: int  # per architecture
+    networks_per_actor: int
+    seed: int  # network i (counted over all architectures in order) gets seed + i
+    weights: str  # "all" or "optimal": the levels whose weights are stored
+    training: Mapping[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.training["threshold"])
+
+    @property
+    def schedule(self) -> tuple[float, ...]:
+        return tuple(self.training["schedule"])
+
+
 class Batch(NamedTuple):
     """One Tune trial's networks: a contiguous block of one architecture."""
 
-    architecture: int  # index into config.hidden_sizes
+    architecture: int  # index into Spec.architectures
     hidden: tuple[int, ...]
     index: int  # batch number within the architecture
     start: int  # first network within the architecture (a multiple of networks_per_actor)
     stop: int
-    seeds: tuple[int, ...]  # config.seed + global index (architecture * networks + position)
+    seeds: tuple[int, ...]  # Spec.seed + global index (architecture * networks + position)
 
 
 class _Array(NamedTuple):
@@ -89,22 +121,22 @@ def architecture_name(hidden: Sequence[int]) -> str:
     return "-".join(str(width) for width in hidden)
 
 
-def plan(config: ExperimentConfig) -> list[Batch]:
+def plan(spec: Spec) -> list[Batch]:
     """Every batch of the experiment: per architecture, blocks of networks_per_actor networks."""
-    per_actor, count = config.resources.networks_per_actor, config.networks
+    per_actor, count = spec.networks_per_actor, spec.networks
     return [
-        _batch(config, a, index, start, min(start + per_actor, count))
-        for a in range(len(config.hidden_sizes))
+        _batch(spec, a, index, start, min(start + per_actor, count))
+        for a in range(len(spec.architectures))
         for index, start in enumerate(range(0, count, per_actor))
     ]
 
 
-def _batch(config: ExperimentConfig, architecture: int, index: int, start: int, stop: int) -> Batch:
+def _batch(spec: Spec, architecture: int, index: int, start: int, stop: int) -> Batch:
     """Networks [start, stop) of one architecture, seeded by their global index."""
-    first = config.seed + architecture * config.networks
+    first = spec.seed + architecture * spec.networks
     return Batch(
         architecture=architecture,
-        hidden=tuple(config.hidden_sizes[architecture]),
+        hidden=tuple(spec.architectures[architecture]),
         index=index,
         start=start,
         stop=stop,
@@ -125,39 +157,53 @@ def optimal_levels(test_losses: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(under.any(axis=0), last, NOT_OPTIMAL).astype(np.int64)
 
 
-def create(path: str, config: ExperimentConfig, train_rows: int) -> None:
-    """Create the catalog's groups and arrays, or check and reopen an existing one of `config`.
+def create(path: str, spec: Spec, train_rows: int, scaler: Scaler) -> None:
+    """Create the catalog's groups and arrays, or check and reopen an existing one of `spec`.
 
-    `train_rows`, the rows of the train split, sets the length of the learning curves.
+    `train_rows`, the rows of the train split, sets the length of the learning curves;
+    `scaler`, the dataset's, is kept so that the catalog alone maps outputs to physical units.
     """
     root = _open_group(str(path), "a")
-    identity = _identity(config)
+    identity = _identity(spec)
     stored = root.attrs.asdict()
     if stored:
-        differ = [key for key in IDENTITY if stored.get(key) != identity[key]]
-        if differ:
+        differences = config_differences({key: stored.get(key) for key in IDENTITY}, identity)
+        if differences:
             raise CatalogError(
-                f"{path}: a catalog of another experiment is there ({', '.join(differ)} differ)"
+                f"{path}: a catalog of another experiment is there: {'; '.join(differences)}"
             )
     else:
-        root.attrs.update({**identity, "mothray_version": __version__, "complete": False})
-    block = min(config.resources.networks_per_actor, config.networks)
-    levels = len(config.training.schedule)
-    steps = curve_steps(train_rows, config.training)
-    for a, hidden in enumerate(config.hidden_sizes):
+        root.attrs.update(
+            {
+                **identity,
+                "scaler": scaler.to_dict(),
+                "mothray_version": __version__,
+                "complete": False,
+            }
+        )
+    block = min(spec.networks_per_actor, spec.networks)
+    levels = len(spec.schedule)
+    training = spec.training
+    steps = curve_steps(
+        train_rows,
+        training["batch_size"],
+        training["epochs_per_level"],
+        training["stop_check_every"],
+    )
+    for a, hidden in enumerate(spec.architectures):
         group = root.require_group(architecture_name(hidden))
         group.attrs.update(
             {
                 "hidden": list(hidden),
                 "layer_sizes": [list(size) for size in layer_sizes(hidden)],
-                "first_network": a * config.networks,
+                "first_network": a * spec.networks,
             }
         )
-        layout = _layout(hidden, levels, config.networks, block, config.catalog.weights, len(steps))
-        for name, spec in layout.items():
-            _require(group, name, spec)
+        layout = _layout(hidden, levels, spec.networks, block, spec.weights, len(steps))
+        for name, array in layout.items():
+            _require(group, name, array)
         group["curve_step"][:] = steps
-    for batch in plan(config):
+    for batch in plan(spec):
         group = root[architecture_name(batch.hidden)]
         group["seeds"][batch.start : batch.stop] = batch.seeds
 
@@ -268,6 +314,11 @@ class Catalog:
     @property
     def threshold(self) -> float:
         return float(self._attrs["threshold"])
+
+    @property
+    def scaler(self) -> Scaler:
+        """The dataset's scaler: network outputs to physical units (`unscale_targets`)."""
+        return Scaler.from_dict(self._attrs["scaler"])
 
     @property
     def sparsity(self) -> np.ndarray:  # (L,)
@@ -404,20 +455,20 @@ class Catalog:
             )
 
 
-def _identity(config: ExperimentConfig) -> dict[str, Any]:
+def _identity(spec: Spec) -> dict[str, Any]:
     """What makes a catalog the catalog of an experiment, as JSON data."""
-    training = to_dict(config.training)
-    del training["hidden"]  # the attribute "hidden" says what was trained
+    # the attribute "hidden" says what was trained
+    training = {key: value for key, value in spec.training.items() if key != "hidden"}
     identity = {
-        "name": config.name,
-        "threshold": config.training.threshold,
-        "sparsity": list(config.training.schedule),
-        "architectures": [architecture_name(hidden) for hidden in config.hidden_sizes],
-        "hidden": [list(hidden) for hidden in config.hidden_sizes],
-        "networks": config.networks,
-        "networks_per_actor": config.resources.networks_per_actor,
-        "seed": config.seed,
-        "weights": config.catalog.weights,
+        "name": spec.name,
+        "threshold": spec.threshold,
+        "sparsity": list(spec.schedule),
+        "architectures": [architecture_name(hidden) for hidden in spec.architectures],
+        "hidden": [list(hidden) for hidden in spec.architectures],
+        "networks": spec.networks,
+        "networks_per_actor": spec.networks_per_actor,
+        "seed": spec.seed,
+        "weights": spec.weights,
         "training": training,
         "input_names": list(INPUT_NAMES),
         "target_names": list(TARGET_NAMES),

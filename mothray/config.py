@@ -1,368 +1,418 @@
-"""Typed experiment configuration, loaded from YAML.
+"""The experiment schema: presets in YAML (experiments/*.yaml), validated by pydantic v2.
 
-Configs are frozen dataclasses. `parse` builds one from plain data (what `yaml.safe_load`
-returns) and checks every field on the way: unknown keys, wrong types and out-of-range values
-raise a ConfigError that names the full field path (e.g. `simulation.sampling.xdot`) and what
-is allowed. Field types understood: bool, int (bool is not an int), float (finite; ints are
-accepted), str, nested config dataclasses, `tuple[float, float]`, which is always an interval
-[low, high] with low < high, `tuple[int, ...]` / `tuple[float, ...]`, non-empty lists, and
-`dict[str, float]`, mappings.
-A range check is attached to a field as a `Rule`.
-
-Imports nothing beyond the standard library, numpy and the physics, so that the training
-engine can read its config on machines without the orchestration stack; YAML is read lazily.
+Every section forbids unknown keys and is frozen; constraints are declared on the fields, so
+`python -m mothray.experiment --schema` (experiments/schema.json) lets editors check presets.
+Problems are reported as a ConfigError, one line each, naming the dotted field
+(`training.schedule`) and what it allows. The training section builds the engine's own
+`TrainConfig`, which also checks the rules between fields and supplies the defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import importlib.resources
 import math
 import re
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from mothray.moth import SamplingRanges
+from mothray.records import plain
+from mothray.train.config import ACTIVATIONS, PRECISIONS, TrainConfig
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from mothray import catalog
+
+__all__ = [
+    "DATASETS_DIR",
+    "CatalogConfig",
+    "ConfigError",
+    "ExperimentConfig",
+    "ResourcesConfig",
+    "SamplingConfig",
+    "SimulationConfig",
+    "TrainConfig",
+    "TrainingConfig",
+    "error_lines",
+    "load_experiment",
+    "override",
+    "parse",
+    "preset_path",
+    "presets_dir",
+    "to_dict",
+]
+
+Model = TypeVar("Model", bound=BaseModel)
+DATASETS_DIR = "datasets"  # in an experiment storage, next to the experiments
+RESERVED_RESOURCES = ("cpu", "gpu", "memory", "object_store_memory", "custom_resources")
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A constraint on a field's value: a predicate and the phrase saying what it allows."""
+def _rule(check: Any, allowed: str) -> AfterValidator:
+    """A constraint pydantic's own cannot state: a predicate and the phrase of what it allows."""
 
-    check: Callable[[Any], bool]
-    allowed: str
+    def validate(value: Any) -> Any:
+        if not check(value):
+            raise ValueError(f"must be {allowed}")
+        return value
 
-
-POSITIVE = Rule(lambda value: value > 0, "> 0")
-NON_NEGATIVE = Rule(lambda value: value >= 0, ">= 0")
-FRACTION = Rule(lambda value: 0 < value < 1, "in (0, 1)")
-ALL_POSITIVE = Rule(lambda values: all(value > 0 for value in values), "all > 0")
+    return AfterValidator(validate)
 
 
-def one_of(*choices: str) -> Rule:
-    """A rule allowing exactly the given strings."""
-    return Rule(lambda value: value in choices, "one of " + ", ".join(map(repr, choices)))
+def _interval(value: Any) -> Any:
+    """A [low, high] pair of finite numbers with low < high, checked before conversion."""
+    numbers = isinstance(value, list | tuple) and len(value) == 2
+    numbers = numbers and all(
+        isinstance(bound, int | float) and not isinstance(bound, bool) and math.isfinite(bound)
+        for bound in value
+    )
+    if not numbers or not value[0] < value[1]:
+        raise ValueError("must be a [low, high] pair of finite numbers with low < high")
+    return value
 
 
-def _is_schedule(levels: tuple[float, ...]) -> bool:
-    return all(0 <= level < 1 for level in levels) and all(
-        earlier < later for earlier, later in itertools.pairwise(levels)
+Integer = Annotated[int, Strict()]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Positive = Annotated[Integer, Field(gt=0)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+Interval = Annotated[tuple[float, float], BeforeValidator(_interval)]
+Widths = Annotated[tuple[Positive, ...], Field(min_length=1)]
+GpuShare = Annotated[
+    Number,
+    Field(ge=0),
+    _rule(lambda gpus: gpus <= 1 or gpus == int(gpus), ">= 0: a fraction of one card or whole"),
+]
+CustomResources = Annotated[
+    dict[Annotated[str, Strict()], Number],
+    _rule(
+        lambda amounts: all(
+            amount > 0
+            and (amount <= 1 or amount == int(amount))
+            and name.lower() not in RESERVED_RESOURCES
+            for name, amount in amounts.items()
+        ),
+        "a mapping of custom Ray resource names to amounts, a fraction up to 1 or whole "
+        "(CPUs and GPUs have their own fields)",
+    ),
+]
+
+
+def _engine_default(name: str) -> Any:
+    """The engine's default for a training field: defaults are defined once, in TrainConfig."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+class Section(BaseModel):
+    """A config section: unknown keys forbidden, frozen. Built in code, a bad value raises
+    pydantic's ValidationError; read through `parse`, a ConfigError."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(Section):
+    """Uniform sampling ranges [low, high] of one training example (moth-model.md)."""
+
+    xdot: Interval = SamplingRanges.xdot
+    ydot: Interval = SamplingRanges.ydot
+    theta: Interval = SamplingRanges.theta
+    phi: Interval = SamplingRanges.phi
+    thetadot: Interval = SamplingRanges.thetadot
+    phidot: Interval = SamplingRanges.phidot
+    force: Interval = SamplingRanges.force
+    alpha: Interval = SamplingRanges.alpha
+    torque: Interval = SamplingRanges.torque
+
+    def ranges(self) -> SamplingRanges:
+        """The physics layer's ranges."""
+        return SamplingRanges(**dict(self))
+
+
+class SimulationConfig(Section):
+    """The trajectory dataset: sizes, random seed, model settings and sampling ranges."""
+
+    train: Positive = 10_000_000
+    test: Positive = 5_000_000
+    seed: Annotated[Integer, Field(ge=0)] = 0
+    chunk: Positive = Field(100_000, description="trajectories per Ray task and per Zarr chunk")
+    body_scale: PositiveNumber = 1.0
+    duration: PositiveNumber = Field(0.02, description="seconds of flight per trajectory")
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class TrainingConfig(Section):
+    """Network, optimiser, early stopping and pruning schedule (the engine's TrainConfig)."""
+
+    hidden: Widths = _engine_default("hidden")
+    activation: Literal[ACTIVATIONS] = _engine_default("activation")
+    init_std: PositiveNumber = _engine_default("init_std")
+    learning_rate: PositiveNumber = _engine_default("learning_rate")
+    batch_size: Positive = _engine_default("batch_size")
+    epochs_per_level: Positive = Field(
+        _engine_default("epochs_per_level"), description="passes over the train split, at most"
+    )
+    validation_fraction: Annotated[Number, Field(gt=0, lt=1)] = _engine_default(
+        "validation_fraction"
+    )
+    schedule: Annotated[
+        tuple[Annotated[Number, Field(ge=0, lt=1)], ...],
+        Field(min_length=1),
+        _rule(
+            lambda levels: all(a < b for a, b in zip(levels, levels[1:], strict=False)),
+            "strictly increasing sparsities in [0, 1)",
+        ),
+    ] = _engine_default("schedule")
+    threshold: PositiveNumber = Field(
+        _engine_default("threshold"), description="test MSE under which a network performs"
+    )
+    prune_biases: Annotated[bool, Strict()] = _engine_default("prune_biases")
+    stop_check_every: Positive = _engine_default("stop_check_every")
+    stop_window: Positive = Field(
+        _engine_default("stop_window"), description="steps; a multiple of stop_check_every"
+    )
+    stop_ratio: PositiveNumber = _engine_default("stop_ratio")
+    stop_from_level: Annotated[Integer, Field(ge=0)] = Field(
+        _engine_default("stop_from_level"),
+        description="levels before it train their full budget, without early stopping",
+    )
+    precision: Literal[PRECISIONS] = _engine_default("precision")
+    eval_batch_size: Positive = _engine_default("eval_batch_size")
+
+    @model_validator(mode="after")
+    def _engine_accepts(self) -> TrainingConfig:
+        """The rules between fields are the engine's own (TrainConfig checks them)."""
+        self.engine()
+        return self
+
+    def engine(self, hidden: tuple[int, ...] | None = None) -> TrainConfig:
+        """The engine's TrainConfig of this section, for `hidden` widths if given."""
+        values = dict(self)
+        if hidden is not None:
+            values["hidden"] = tuple(hidden)
+        return TrainConfig(**values)
+
+
+class ResourcesConfig(Section):
+    """What each training actor (one Tune trial: one batch of networks) holds."""
+
+    networks_per_actor: Positive = 400
+    gpus_per_actor: GpuShare = Field(1.0, description="0 for CPUs only")
+    cpus_per_actor: Positive = 4
+    max_failures: Annotated[Integer, Field(ge=0)] = Field(
+        3, description="restarts of a trial from its last checkpoint"
+    )
+    custom: CustomResources = Field(
+        default_factory=dict,
+        description="custom Ray resources a trial also holds, e.g. {trainer: 1} to keep trials "
+        "on the node type that declares it (cluster.yaml's `resources:`)",
     )
 
 
-SCHEDULE = Rule(_is_schedule, "strictly increasing sparsities in [0, 1)")
-
-
-def ruled(default: Any, rule: Rule) -> Any:
-    """A dataclass field with a default value and a range rule checked by `parse`."""
-    return field(default=default, metadata={"rule": rule})
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """The trajectory dataset: sizes, random seed, model settings and sampling ranges."""
-
-    train: int = ruled(10_000_000, POSITIVE)
-    test: int = ruled(5_000_000, POSITIVE)
-    seed: int = ruled(0, NON_NEGATIVE)
-    chunk: int = ruled(100_000, POSITIVE)  # trajectories per Ray task and per Zarr chunk
-    body_scale: float = ruled(1.0, POSITIVE)
-    duration: float = ruled(0.02, POSITIVE)
-    sampling: SamplingRanges = field(default_factory=SamplingRanges)
-
-
-PAPER_SCHEDULE = (0.0, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85)
-PAPER_SCHEDULE += (0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Network, optimiser, early stopping and pruning schedule; defaults are protocol.md's.
-
-    Early stopping: every `stop_check_every` steps, once a network has taken more than
-    2 * `stop_window` steps at the current level, it stops if the mean validation loss of its
-    older window divided by that of its newest window is below `stop_ratio`. It applies from
-    level `stop_from_level` of the schedule on; earlier levels train their whole budget of
-    `epochs_per_level` (level 0 trains from random weights, whose plateau the rule would
-    mistake for convergence: protocol.md, "Optimisation").
-    """
-
-    hidden: tuple[int, ...] = ruled((400, 400, 400, 16), ALL_POSITIVE)
-    activation: str = ruled("tanh", one_of("tanh", "arctan"))
-    init_std: float = ruled(0.2, POSITIVE)
-    learning_rate: float = ruled(5e-4, POSITIVE)
-    batch_size: int = ruled(128, POSITIVE)
-    epochs_per_level: int = ruled(1, POSITIVE)  # passes over the train split, at most
-    validation_fraction: float = ruled(0.2, FRACTION)  # of the training trajectories
-    schedule: tuple[float, ...] = ruled(PAPER_SCHEDULE, SCHEDULE)
-    threshold: float = ruled(1e-3, POSITIVE)  # test MSE under which a network performs
-    prune_biases: bool = False  # weights only, as the published experiment
-    stop_check_every: int = ruled(100, POSITIVE)
-    # steps per window, a multiple of stop_check_every; protocol.md's 500 stops pruned levels
-    # far from convergence (2x the loss of a full epoch): docs/benchmarks.md, "Training to
-    # convergence"
-    stop_window: int = ruled(5000, POSITIVE)
-    stop_ratio: float = ruled(1.01, POSITIVE)
-    stop_from_level: int = ruled(1, NON_NEGATIVE)  # levels before it train their full budget
-    precision: str = ruled("float32", one_of("float32", "tensorfloat32", "bfloat16"))
-    eval_batch_size: int = ruled(4096, POSITIVE)  # examples per network per evaluation pass
-
-    def __post_init__(self) -> None:
-        if self.stop_window % self.stop_check_every:
-            raise ConfigError(
-                f"stop_window: must be a multiple of stop_check_every ({self.stop_check_every}),"
-                f" got {self.stop_window}"
-            )
-        if self.stop_from_level > len(self.schedule):
-            raise ConfigError(
-                f"stop_from_level: must be at most the number of levels in schedule"
-                f" ({len(self.schedule)}: no early stopping at all), got {self.stop_from_level}"
-            )
-
-
-DATASETS_DIR = "datasets"  # in an experiment storage, next to the experiments
-EXPERIMENT_NAME = Rule(
-    lambda name: (
-        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None and name != DATASETS_DIR
-    ),
-    f"letters, digits, '.', '_' and '-', starting with a letter or digit, not {DATASETS_DIR!r}",
-)
-GPU_SHARE = Rule(
-    lambda gpus: gpus >= 0 and (gpus <= 1 or gpus == int(gpus)),
-    ">= 0: 0 for CPUs only, a fraction of one card, or whole cards",
-)
-# names Ray or Tune's resource mapping give a meaning of their own (any case)
-RESERVED_RESOURCES = ("cpu", "gpu", "memory", "object_store_memory", "custom_resources")
-CUSTOM_RESOURCES = Rule(
-    lambda amounts: all(
-        amount > 0
-        and (amount <= 1 or amount == int(amount))
-        and name.lower() not in RESERVED_RESOURCES
-        for name, amount in amounts.items()
-    ),
-    "a mapping of custom Ray resource names to amounts, a fraction up to 1 or whole "
-    "(CPUs and GPUs have their own fields)",
-)
-ARCHITECTURES = Rule(
-    lambda widths: (
-        all(all(width > 0 for width in hidden) for hidden in widths)
-        and len(set(widths)) == len(widths)
-    ),
-    "distinct lists of hidden widths, all > 0",
-)
-
-
-@dataclass(frozen=True)
-class ResourcesConfig:
-    """What each training actor (one Tune trial: one batch of networks) holds."""
-
-    networks_per_actor: int = ruled(400, POSITIVE)
-    gpus_per_actor: float = ruled(1.0, GPU_SHARE)
-    cpus_per_actor: int = ruled(4, POSITIVE)
-    max_failures: int = ruled(3, NON_NEGATIVE)  # restarts of a trial from its last checkpoint
-    # custom Ray resources a trial also holds, e.g. {"trainer": 1} to keep trials on the node
-    # type that declares it (cluster.yaml's `resources:`)
-    custom: dict[str, float] = field(default_factory=dict, metadata={"rule": CUSTOM_RESOURCES})
-
-
-@dataclass(frozen=True)
-class CatalogConfig:
+class CatalogConfig(Section):
     """What the sparse-network catalog keeps; masks are always kept for every level."""
 
-    weights: str = ruled("all", one_of("all", "optimal"))  # levels whose weights are stored
+    weights: Literal["all", "optimal"] = Field("all", description="levels whose weights are kept")
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """One experiment preset (mothray/experiments/*.yaml).
+ExperimentName = Annotated[
+    str,
+    Strict(),
+    _rule(
+        lambda name: (
+            re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None and name != DATASETS_DIR
+        ),
+        f"letters, digits, '.', '_' and '-', starting with a letter or digit, not {DATASETS_DIR!r}",
+    ),
+]
+Architectures = Annotated[
+    tuple[Widths, ...],
+    _rule(lambda widths: len(set(widths)) == len(widths), "distinct lists of hidden widths"),
+]
+
+
+class ExperimentConfig(Section):
+    """One experiment preset (experiments/*.yaml).
 
     `networks` networks of each architecture; network i (counted over all architectures in
     order) gets seed `seed + i`. `architectures` lists hidden widths to sweep; left out, the
     experiment trains `training.hidden` alone.
     """
 
-    name: str = field(metadata={"rule": EXPERIMENT_NAME})
-    networks: int = ruled(1320, POSITIVE)
-    seed: int = ruled(0, NON_NEGATIVE)
-    architectures: tuple[tuple[int, ...], ...] = ruled((), ARCHITECTURES)
-    simulation: SimulationConfig = field(default_factory=SimulationConfig)
-    training: TrainConfig = field(default_factory=TrainConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    model_config = ConfigDict(json_schema_extra={"title": "mothray experiment"})
 
-    def __post_init__(self) -> None:
+    name: ExperimentName
+    networks: Positive = Field(1320, description="networks per architecture")
+    seed: Annotated[Integer, Field(ge=0)] = 0
+    architectures: Architectures = ()
+    simulation: SimulationConfig = SimulationConfig()
+    training: TrainingConfig = TrainingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    catalog: CatalogConfig = CatalogConfig()
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> ExperimentConfig:
         last = self.seed + self.networks * len(self.hidden_sizes) - 1
         if last >= 2**32:
-            raise ConfigError(
-                f"seed: network seeds must stay below 2**32, the last would be {last}"
-            )
+            raise ValueError(f"seed: network seeds must stay below 2**32, the last would be {last}")
+        return self
 
     @property
     def hidden_sizes(self) -> tuple[tuple[int, ...], ...]:
         """The architectures trained: `architectures`, else `training.hidden` alone."""
         return self.architectures or (self.training.hidden,)
 
+    def catalog_spec(self) -> catalog.Spec:
+        """What this experiment's catalog holds, for the catalog layer (which knows no YAML)."""
+        from mothray import catalog
 
-def parse(cls: type[T], data: Any, path: str = "") -> T:
-    """Build config dataclass `cls` from a mapping, checking keys, types and rules recursively.
+        return catalog.Spec(
+            name=self.name,
+            architectures=self.hidden_sizes,
+            networks=self.networks,
+            networks_per_actor=self.resources.networks_per_actor,
+            seed=self.seed,
+            weights=self.catalog.weights,
+            training=self.training.engine().to_dict(),
+        )
+
+
+def describe(err: ValidationError, cls: type[BaseModel], path: str = "") -> str:
+    """A ValidationError of section `cls` as one line per problem: the dotted field, what it
+    allows and the value. `path` locates the section in the whole config."""
+    prefix = tuple(path.split(".")) if path else ()
+    return "\n".join(line for error in err.errors() for line in _problems(error, cls, prefix))
+
+
+def _problems(error: Mapping[str, Any], cls: type[BaseModel], prefix: tuple) -> list[str]:
+    """The lines of one pydantic error (a rule of the engine may name several fields)."""
+    loc, value, kind = error["loc"], error.get("input"), error["type"]
+    where = _location((*prefix, *loc))
+    if kind == "value_error":
+        lines = []
+        for message in str(error.get("ctx", {}).get("error", error["msg"])).splitlines():
+            field, _, rest = message.partition(": ")
+            if re.fullmatch(r"\w+", field) and rest:  # a rule between fields, naming its field
+                lines.append(f"{_location((*prefix, *loc, field))}: {rest}")
+            else:
+                lines.append(f"{where}: {message}, got {value!r}")
+        return lines
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_section_at(cls, loc[:-1]).model_fields)
+        return [f"{where}: unknown key; allowed keys: {allowed}"]
+    got = f"got {value!r} ({type(value).__name__})"
+    context = error.get("ctx", {})
+    phrases = {
+        "missing": "required",
+        "int_type": f"must be an integer, {got}",
+        "int_from_float": f"must be an integer, {got}",
+        "float_type": f"must be a finite number, {got}",
+        "finite_number": f"must be a finite number, got {value!r}",
+        "string_type": f"must be a string, {got}",
+        "bool_type": f"must be true or false, {got}",
+        "greater_than": f"must be > {context.get('gt', 0):g}, got {value!r}",
+        "greater_than_equal": f"must be >= {context.get('ge', 0):g}, got {value!r}",
+        "less_than": f"must be < {context.get('lt', 0):g}, got {value!r}",
+        "literal_error": f"must be one of {context.get('expected')}, got {value!r}",
+        "too_short": f"must be a non-empty list, got {value!r}",
+        "tuple_type": f"must be a non-empty list, {got}",
+        "dict_type": f"must be a mapping, {got}",
+        "model_type": f"must be a mapping, {got}",
+    }
+    return [f"{where}: {phrases.get(kind, error['msg'] + ', got ' + repr(value))}"]
+
+
+def _section_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The section class found by following field names `loc` down from `cls`."""
+    for name in loc:
+        cls = cls.model_fields[name].annotation
+    return cls
+
+
+def _location(parts: tuple[Any, ...]) -> str:
+    """('training', 'hidden', 1) as training.hidden[1]; the whole config as `config`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "config"
+
+
+def error_lines(err: Exception) -> str:
+    """An error as the command lines print it: each of its lines (a problem each) after
+    "error: "."""
+    return "\n".join(f"error: {line}" for line in str(err).splitlines())
+
+
+def parse(cls: type[Model], data: Any, path: str = "") -> Model:
+    """Build config section `cls` from plain data (what YAML gives), checking everything.
 
     `path` is the dotted location of `data` in the whole config, used in error messages.
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or 'config'}: must be a mapping, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [key for key in data if key not in fields]
-    if unknown:
-        raise ConfigError(
-            f"{_join(path, unknown[0])}: unknown key; allowed keys: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, spec in fields.items():
-        where = _join(path, name)
-        if name not in data:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}: required")
-            continue
-        if spec.default == () and data[name] == []:  # an optional list, left empty
-            continue
-        value = _convert(hints[name], data[name], where)
-        rule = spec.metadata.get("rule")
-        if rule is not None and not rule.check(value):
-            raise ConfigError(f"{where}: must be {rule.allowed}, got {value!r}")
-        values[name] = value
     try:
-        return cls(**values)
-    except ConfigError as err:  # a check across fields, in __post_init__
-        raise ConfigError(_join(path, str(err))) from None
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe(err, cls, path)) from None
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """A config as plain JSON/YAML data (tuples become lists); `parse` inverts it."""
-    return _plain(dataclasses.asdict(config))
+def to_dict(config: BaseModel | Any) -> dict[str, Any]:
+    """A config section (or the engine's TrainConfig) as plain JSON/YAML data; `parse` inverts
+    it."""
+    if dataclasses.is_dataclass(config):
+        return plain(dataclasses.asdict(config))
+    return plain(config.model_dump())
 
 
-def validate(config: T) -> T:
-    """Check a config built in code by the same rules as one loaded from YAML."""
-    return parse(type(config), to_dict(config))
-
-
-def override(config: T, changes: Mapping[str, Any], path: str) -> T:
+def override(config: Model, changes: Mapping[str, Any], path: str) -> Model:
     """A copy of `config` with top-level fields replaced, validated; `path` locates it in errors."""
     return parse(type(config), {**to_dict(config), **changes}, path)
 
 
-PRESETS = Path(__file__).resolve().parent / "experiments"  # shipped with the package
+def presets_dir() -> Path:
+    """Where the presets are: experiments/ of a checkout, else those an installed mothray ships."""
+    checkout = Path(__file__).resolve().parent.parent / "experiments"
+    if (checkout / "paper.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("mothray") / "presets"))
 
 
 def preset_path(preset: str | Path) -> Path:
-    """A YAML file's path, or a shipped preset's by name (`demo`: experiments/demo.yaml here)."""
+    """A YAML file's path, or a preset's by name (`demo`: experiments/demo.yaml)."""
     path = Path(preset)
-    shipped = PRESETS / f"{preset}.yaml"
+    shipped = presets_dir() / f"{preset}.yaml"
     if not path.exists() and path.suffix == "" and len(path.parts) == 1 and shipped.exists():
         return shipped
     return path
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment preset (a file, or a shipped preset's name)."""
+    """Read and validate an experiment preset (a file, or a preset's name)."""
     import yaml
 
     path = preset_path(path)
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as err:
-        presets = ", ".join(sorted(preset.stem for preset in PRESETS.glob("*.yaml")))
+        presets = ", ".join(sorted(preset.stem for preset in presets_dir().glob("*.yaml")))
         raise ConfigError(
-            f"{path}: cannot read: {err.strerror} (shipped presets by name: {presets})"
+            f"{path}: cannot read: {err.strerror} (presets by name: {presets})"
         ) from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {_one_line(err)}") from err
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from err
     try:
         return parse(ExperimentConfig, data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
-
-
-def _convert(kind: Any, value: Any, where: str) -> Any:
-    """Check `value` against the annotated type `kind` and return it in that type."""
-    if dataclasses.is_dataclass(kind):
-        return parse(kind, value, where)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false, got {_describe(value)}")
-        return value
-    if kind is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where}: must be an integer, got {_describe(value)}")
-        return value
-    if kind is float:
-        if not _is_number(value) or not math.isfinite(value):
-            raise ConfigError(f"{where}: must be a finite number, got {_describe(value)}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string, got {_describe(value)}")
-        return value
-    if kind == tuple[float, float]:
-        return _interval(value, where)
-    if typing.get_origin(kind) is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: must be a mapping, got {_describe(value)}")
-        key_kind, item_kind = typing.get_args(kind)
-        return {
-            _convert(key_kind, key, where): _convert(item_kind, item, _join(where, key))
-            for key, item in value.items()
-        }
-    if typing.get_origin(kind) is tuple and typing.get_args(kind)[1:] == (Ellipsis,):
-        if not isinstance(value, list | tuple) or not value:
-            raise ConfigError(f"{where}: must be a non-empty list, got {_describe(value)}")
-        item = typing.get_args(kind)[0]
-        return tuple(_convert(item, entry, f"{where}[{i}]") for i, entry in enumerate(value))
-    raise TypeError(f"{where}: config fields of type {kind} are not supported")
-
-
-def _interval(value: Any, where: str) -> tuple[float, float]:
-    """A [low, high] pair of finite numbers with low < high."""
-    allowed = "a [low, high] pair of finite numbers with low < high"
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(_is_number(bound) and math.isfinite(bound) for bound in value)
-        or not value[0] < value[1]
-    ):
-        raise ConfigError(f"{where}: must be {allowed}, got {_describe(value)}")
-    return float(value[0]), float(value[1])
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+        lines = str(err).splitlines()
+        raise ConfigError("\n".join(f"{path}: {line}" for line in lines)) from err

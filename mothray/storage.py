@@ -1,4 +1,4 @@
-"""Experiment files on a local path or an fsspec URL: locations and whole-file JSON."""
+"""Experiment files on a local path or an fsspec URL: locations and whole-file JSON records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import zarr
 
 
 def default_storage() -> str:
@@ -55,9 +54,3 @@ def children(location: str) -> list[str]:
         posixpath.join(location, posixpath.basename(entry))
         for entry in sorted(fs.ls(path, detail=False))
     ]
-
-
-def open_zarr(location: str, mode: str) -> zarr.Group:
-    """The root group of a Zarr store; file:// URLs need fsspec's auto_mkdir for nested keys."""
-    options = {"auto_mkdir": True} if location.startswith("file://") else None
-    return zarr.open_group(location, mode=mode, storage_options=options)

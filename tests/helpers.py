@@ -1,7 +1,6 @@
 """Shared by the tests that run experiments: a small interruptible config, catalog comparison,
 polling and free ports."""
 
-import dataclasses
 import socket
 import sys
 import time
@@ -10,22 +9,25 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from mothray.config import load_experiment, to_dict
+from mothray.config import load_experiment, override, to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "mothray" / "experiments" / "smoke.yaml"
+SMOKE = ROOT / "experiments" / "smoke.yaml"
 CLI = [sys.executable, "-m", "mothray.experiment"]
 # Slow enough to interrupt mid-run (6000 steps per level), and four trials, two at a time.
-CONFIG = dataclasses.replace(
+CONFIG = override(
     load_experiment(SMOKE),
-    name="interruptible",
-    networks=8,
-    training=dataclasses.replace(
-        load_experiment(SMOKE).training,
-        epochs_per_level=120,
-        stop_ratio=1e-6,  # never stalls: 6000 steps (about 1.5 s) per level
-        schedule=(0.0, 0.5, 0.7, 0.8, 0.9),
-    ),
+    {
+        "name": "interruptible",
+        "networks": 8,
+        "training": to_dict(load_experiment(SMOKE).training)
+        | {
+            "epochs_per_level": 120,
+            "stop_ratio": 1e-6,  # never stalls: 6000 steps (about 1.5 s) per level
+            "schedule": [0.0, 0.5, 0.7, 0.8, 0.9],
+        },
+    },
+    "",
 )
 
 

@@ -14,14 +14,9 @@ import zarr
 
 from mothray import catalog, data, train
 from mothray.catalog import Batch, CatalogError
-from mothray.config import (
-    CatalogConfig,
-    ExperimentConfig,
-    ResourcesConfig,
-    SimulationConfig,
-    TrainConfig,
-)
+from mothray.config import SimulationConfig
 from mothray.simulate import SPLITS, chunks_of, compute_chunk
+from mothray.train import TrainConfig
 
 ARCHITECTURES = ((8, 8, 4), (8, 4))  # different depths: per-layer reads need select()
 NAMES = ["8-8-4", "8-4"]
@@ -40,24 +35,33 @@ LEVELS = len(TRAINING.schedule)
 
 def experiment(threshold: float, weights: str = "all", name: str = "catalog-test"):
     """Two architectures of 5 networks, 2 per actor: batches of 2, 2 and 1 networks each."""
-    return ExperimentConfig(
+    return catalog.Spec(
         name=name,
-        networks=NETWORKS,
-        seed=SEED,
         architectures=ARCHITECTURES,
-        training=dataclasses.replace(TRAINING, threshold=threshold),
-        resources=ResourcesConfig(networks_per_actor=PER_ACTOR),
-        catalog=CatalogConfig(weights=weights),
+        networks=NETWORKS,
+        networks_per_actor=PER_ACTOR,
+        seed=SEED,
+        weights=weights,
+        training=dataclasses.replace(TRAINING, threshold=threshold).to_dict(),
     )
 
 
 @pytest.fixture(scope="module")
-def splits():
+def dataset():
     """A thousand real trajectories per split."""
     sim = SimulationConfig(train=1000, test=1000, chunk=1000, seed=3)
-    return data.from_arrays(
-        *[compute_chunk(sim, chunks_of(sim, split)[0]) for split in SPLITS]
-    ).splits
+    return data.from_arrays(*[compute_chunk(sim, chunks_of(sim, split)[0]) for split in SPLITS])
+
+
+@pytest.fixture(scope="module")
+def splits(dataset):
+    return dataset.splits
+
+
+@pytest.fixture(scope="module")
+def scaler(dataset):
+    """What `catalog.create` keeps, so that the catalog alone maps outputs to physical units."""
+    return dataset.scaler
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,7 @@ def batch_record(result: train.SweepResult, batch: Batch, level: int) -> train.L
 
 def write(path, config, results, batches, levels) -> None:
     """Write the given levels of the given batches, one level's batches concurrently."""
-    threshold, weights = config.training.threshold, config.catalog.weights
+    threshold, weights = config.threshold, config.weights
     with ThreadPoolExecutor(max_workers=len(batches)) as pool:
         for level in levels:
             jobs = [
@@ -122,12 +126,12 @@ def write(path, config, results, batches, levels) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(sweeps, train_rows, tmp_path_factory):
+def finished(sweeps, train_rows, scaler, tmp_path_factory):
     """A complete catalog, levels written last first and some twice; finalize's counts."""
     results, threshold = sweeps
     config = experiment(threshold)
     path = str(tmp_path_factory.mktemp("catalog") / "catalog.zarr")
-    catalog.create(path, config, train_rows)
+    catalog.create(path, config, train_rows, scaler)
     batches = catalog.plan(config)
     write(path, config, results, batches, levels=reversed(range(LEVELS)))
     write(path, config, results, batches[::2], levels=[1, 0, 3])
@@ -158,7 +162,7 @@ def test_plan_covers_every_network_once_in_batches_of_an_actor():
     seeds = [seed for b in batches for seed in b.seeds]
     assert seeds == list(range(SEED, SEED + K))
     assert catalog.architecture_name((400, 400, 400, 16)) == "400-400-400-16"
-    single = catalog.plan(dataclasses.replace(config, architectures=(), networks=3))
+    single = catalog.plan(dataclasses.replace(config, architectures=(TRAINING.hidden,), networks=3))
     assert [(b.hidden, b.start, b.stop, b.seeds) for b in single] == [
         (TRAINING.hidden, 0, 2, (100, 101)),
         (TRAINING.hidden, 2, 3, (102,)),
@@ -190,12 +194,22 @@ def test_catalog_holds_what_the_sweeps_produced(sweeps, finished):
                     np.testing.assert_array_equal(mine, theirs[level])
 
 
+def test_the_catalog_keeps_the_scaler_of_its_dataset(finished, scaler):
+    """A catalog alone maps network outputs to physical units."""
+    kept = catalog.open(finished[0]).scaler
+    assert kept.to_dict() == scaler.to_dict()
+    middle = (scaler.target_min + scaler.target_max) / 2  # scaled 0 is mid-range
+    np.testing.assert_allclose(kept.unscale_targets(np.zeros(7)), middle, rtol=1e-12)
+
+
 def test_learning_curves_are_stored_and_read_back(sweeps, finished, train_rows):
     """Raw per block in the store; per network as a table of the blocks it trained."""
     results, _ = sweeps
     cat = catalog.open(finished[0])
     root = zarr.open_group(finished[0], mode="r")
-    steps = train.curve_steps(train_rows, TRAINING)
+    steps = train.curve_steps(
+        train_rows, TRAINING.batch_size, TRAINING.epochs_per_level, TRAINING.stop_check_every
+    )
     for a, (name, result) in enumerate(zip(NAMES, results, strict=True)):
         np.testing.assert_array_equal(root[name]["curves"][:], result.curves)
         np.testing.assert_array_equal(root[name]["curve_step"][:], steps)
@@ -234,7 +248,7 @@ def test_per_layer_reads_need_one_architecture(finished):
 def test_optimal_level_is_the_sparsest_level_under_the_threshold(finished):
     path, config, counts = finished
     cat = catalog.open(path)
-    rule = expected_optimal(cat.losses[:, :, 2], config.training.threshold)
+    rule = expected_optimal(cat.losses[:, :, 2], config.threshold)
     assert cat.optimal_level.tolist() == rule
     assert -1 in rule and any(level >= 0 for level in rule)  # both kinds are kept
     assert counts == {
@@ -325,7 +339,7 @@ def test_table_has_a_row_per_network(finished):
         sub = cat.select(row["architecture"])
         total = sum(mask[0].size for mask in sub.masks(level))
         assert row["remaining_fraction"] == sub.remaining[level, k % NETWORKS].sum() / total
-        assert row["test_loss"] <= config.training.threshold
+        assert row["test_loss"] <= config.threshold
     sub_table = cat.select("8-4").table
     assert sub_table["network"].tolist() == list(range(NETWORKS, K))
 
@@ -393,18 +407,18 @@ def codec_names(codecs: list) -> set:
 
 
 def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(
-    sweeps, finished, train_rows, tmp_path
+    sweeps, finished, train_rows, scaler, tmp_path
 ):
     """Through a file:// URL: refusals until every level is written, identical rewrites."""
     results, threshold = sweeps
     config = experiment(threshold, weights="optimal")
     path = f"file://{tmp_path}/run/catalog.zarr"
-    catalog.create(path, config, train_rows)
+    catalog.create(path, config, train_rows, scaler)
     batches = catalog.plan(config)
     with pytest.raises(CatalogError, match="another experiment.*name"):
-        catalog.create(path, dataclasses.replace(config, name="other"), train_rows)
+        catalog.create(path, dataclasses.replace(config, name="other"), train_rows, scaler)
     with pytest.raises(CatalogError, match="curves: not as this experiment needs"):
-        catalog.create(path, config, train_rows * 2)
+        catalog.create(path, config, train_rows * 2, scaler)
     write(path, config, results, batches, levels=[3, 0, 2])
     write(path, config, results, batches[:-1], levels=[1])
     with pytest.raises(CatalogError, match="8-4 batch 2 level 1$"):
@@ -414,7 +428,7 @@ def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(
     write(path, config, results, batches[-1:], levels=[1])
     local = f"{tmp_path}/run/catalog.zarr"
     before = files(local)
-    catalog.create(path, config, train_rows)
+    catalog.create(path, config, train_rows, scaler)
     write(path, config, results, batches[:3], levels=[2, 1, 3, 0])
     assert files(local) == before
     counts = catalog.finalize(path)
@@ -438,11 +452,11 @@ def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(
         catalog.level_networks(path, batches[0], 0)
 
 
-def test_writes_that_do_not_fit_are_refused(sweeps, finished, train_rows, tmp_path):
+def test_writes_that_do_not_fit_are_refused(sweeps, finished, train_rows, scaler, tmp_path):
     results, threshold = sweeps
     config = experiment(threshold)
     path = str(tmp_path / "catalog.zarr")
-    catalog.create(path, config, train_rows)
+    catalog.create(path, config, train_rows, scaler)
     batch = catalog.plan(config)[1]
     record = batch_record(results[0], batch, 2)
 
@@ -474,14 +488,14 @@ def test_writes_that_do_not_fit_are_refused(sweeps, finished, train_rows, tmp_pa
 
 @pytest.mark.parametrize("weights", ["all", "optimal"])
 def test_finalize_mends_optimal_weights_of_a_retrained_level_when_it_can(
-    sweeps, train_rows, tmp_path, weights
+    sweeps, train_rows, scaler, tmp_path, weights
 ):
     """A level retrained after a crash may lift a network over the threshold: its optimal
     weights then lie at a sparser level than its losses say, mended from the kept levels."""
     results, threshold = sweeps
     config = dataclasses.replace(experiment(threshold, weights), architectures=ARCHITECTURES[:1])
     path, batches = str(tmp_path / "catalog.zarr"), catalog.plan(config)
-    catalog.create(path, config, train_rows)
+    catalog.create(path, config, train_rows, scaler)
     write(path, config, results, batches, levels=range(LEVELS))
     optimal = catalog.optimal_levels(results[0].losses[:, :, 2], threshold)
     k = int(np.flatnonzero(optimal >= 0)[0])

@@ -1,25 +1,30 @@
 """Config loading: presets, and rejection of unknown keys, wrong types and bad values."""
 
 import dataclasses
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mothray.config import (
     ConfigError,
     ExperimentConfig,
+    SamplingConfig,
     SimulationConfig,
     TrainConfig,
+    TrainingConfig,
     load_experiment,
     override,
     parse,
     to_dict,
-    validate,
 )
 from mothray.moth import SamplingRanges
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "mothray" / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def load_text(tmp_path: Path, text: str) -> ExperimentConfig:
@@ -53,7 +58,7 @@ def test_study_presets(name, networks, architectures):
     preset = load_experiment(EXPERIMENTS / f"{name}.yaml")
     assert (preset.networks, list(preset.hidden_sizes)) == (networks, architectures)
     assert (preset.simulation.train, preset.simulation.test) == (10_000_000, 5_000_000)
-    assert preset.training == TrainConfig()  # protocol defaults
+    assert preset.training.engine() == TrainConfig()  # protocol defaults
     assert preset.resources.gpus_per_actor == 1
 
 
@@ -91,14 +96,14 @@ def test_custom_resources_are_a_mapping_of_positive_amounts(tmp_path):
 
 def test_shipped_presets_load_by_name():
     assert load_experiment("demo") == load_experiment(EXPERIMENTS / "demo.yaml")
-    with pytest.raises(ConfigError, match="shipped presets by name: arch-sweep, demo, paper"):
+    with pytest.raises(ConfigError, match="presets by name: arch-sweep, demo, paper, smoke"):
         load_experiment("dmeo")
 
 
 def test_defaults_apply_to_missing_keys(tmp_path):
     config = load_text(tmp_path, "name: x\nsimulation:\n  train: 100\n")
     assert config.simulation == SimulationConfig(train=100)
-    assert config.simulation.sampling == SamplingRanges()
+    assert config.simulation.sampling.ranges() == SamplingRanges()
 
 
 def test_ints_are_accepted_for_floats(tmp_path):
@@ -150,7 +155,7 @@ def test_structure_errors(tmp_path, text, message):
         ("test", "-5", "simulation.test: must be > 0, got -5"),
         ("chunk", "0", "simulation.chunk: must be > 0"),
         ("seed", "-1", "simulation.seed: must be >= 0, got -1"),
-        ("body_scale", "0", "simulation.body_scale: must be > 0, got 0.0"),
+        ("body_scale", "0", "simulation.body_scale: must be > 0, got 0"),
         ("body_scale", ".inf", "simulation.body_scale: must be a finite number, got inf"),
         ("duration", ".nan", "simulation.duration: must be a finite number, got nan"),
         ("duration", "-0.02", "simulation.duration: must be > 0"),
@@ -179,13 +184,15 @@ def test_errors_name_the_file(tmp_path):
         load_experiment(tmp_path / "missing.yaml")
 
 
-def test_validate_checks_configs_built_in_code():
-    assert validate(SimulationConfig(train=5)) == SimulationConfig(train=5)
-    with pytest.raises(ConfigError, match=r"^train: must be > 0"):
-        validate(SimulationConfig(train=0))
-    bad_ranges = dataclasses.replace(SamplingRanges(), torque=(1.0, -1.0))
-    with pytest.raises(ConfigError, match=r"^sampling.torque: must be a \[low, high\] pair"):
-        validate(SimulationConfig(sampling=bad_ranges))
+def test_configs_built_in_code_are_checked_by_the_same_rules():
+    """pydantic validates on construction: nothing invalid reaches the stages."""
+    assert SimulationConfig(train=5).train == 5
+    with pytest.raises(ValidationError, match="greater than 0"):
+        SimulationConfig(train=0)
+    with pytest.raises(ValidationError, match=r"\[low, high\] pair"):
+        SamplingConfig(torque=(1.0, -1.0))
+    with pytest.raises(ValidationError, match="multiple of stop_check_every"):
+        TrainingConfig(stop_window=450)
 
 
 def test_override_replaces_and_validates():
@@ -212,22 +219,25 @@ def test_training_defaults_are_the_protocol():
     [
         ("hidden: []", "training.hidden: must be a non-empty list, got []"),
         ("hidden: 400", "training.hidden: must be a non-empty list, got 400 (int)"),
-        ("hidden: [400, 0]", "training.hidden: must be all > 0, got (400, 0)"),
+        ("hidden: [400, 0]", "training.hidden[1]: must be > 0, got 0"),
         ("hidden: [400, 2.5]", "training.hidden[1]: must be an integer, got 2.5"),
-        ("activation: relu", "training.activation: must be one of 'tanh', 'arctan', got 'relu'"),
+        ("activation: relu", "training.activation: must be one of 'tanh' or 'arctan', got 'relu'"),
         ("precision: fp8", "training.precision: must be one of 'float32', 'tensorfloat32'"),
         ("schedule: []", "training.schedule: must be a non-empty list"),
         ("schedule: [0, 0.5, 0.5]", "training.schedule: must be strictly increasing sparsities"),
         ("schedule: [0.5, 0.2]", "training.schedule: must be strictly increasing sparsities"),
-        ("schedule: [0, 1.0]", "in [0, 1), got (0.0, 1.0)"),
-        ("schedule: [-0.1, 0.5]", "training.schedule: must be strictly increasing"),
-        ("threshold: 0", "training.threshold: must be > 0, got 0.0"),
+        ("schedule: [0, 1.0]", "training.schedule[1]: must be < 1, got 1.0"),
+        ("schedule: [-0.1, 0.5]", "training.schedule[0]: must be >= 0, got -0.1"),
+        ("threshold: 0", "training.threshold: must be > 0, got 0"),
         ("threshold: -0.001", "training.threshold: must be > 0"),
         ("learning_rate: 0", "training.learning_rate: must be > 0"),
         ("batch_size: 0", "training.batch_size: must be > 0"),
-        ("validation_fraction: 1", "training.validation_fraction: must be in (0, 1)"),
+        ("validation_fraction: 1", "training.validation_fraction: must be < 1, got 1"),
         ("prune_biases: 1", "training.prune_biases: must be true or false"),
-        ("stop_window: 450", "training.stop_window: must be a multiple of stop_check_every (100)"),
+        (
+            "stop_window: 450",
+            "training.stop_window: must be > 0 and a multiple of stop_check_every (100), got 450",
+        ),
         ("stop_windw: 500", "training.stop_windw: unknown key"),
         ("stop_from_level: -1", "training.stop_from_level: must be >= 0, got -1"),
         ("stop_from_level: 1.5", "training.stop_from_level: must be an integer, got 1.5"),
@@ -245,7 +255,7 @@ def test_training_errors_name_the_field(tmp_path, text, message):
 
 
 def test_presets_have_training_sections():
-    assert load_experiment(EXPERIMENTS / "paper.yaml").training == TrainConfig()
+    assert load_experiment(EXPERIMENTS / "paper.yaml").training.engine() == TrainConfig()
     demo = load_experiment(EXPERIMENTS / "demo.yaml").training
     assert sum(demo.hidden) < sum(TrainConfig().hidden)
 
@@ -255,3 +265,82 @@ def test_demo_uses_the_protocol_threshold_and_stopping_rule():
     demo = load_experiment(EXPERIMENTS / "demo.yaml").training
     assert demo.threshold == TrainConfig().threshold == 1e-3
     assert (demo.stop_from_level, demo.prune_biases) == (1, False)
+
+
+def test_every_problem_is_a_line_naming_its_field(tmp_path):
+    path = tmp_path / "experiment.yaml"
+    path.write_text("name: x\nnetworks: 0\ntraining: {batch_size: 0}\nextra: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mothray.experiment", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: networks: must be > 0, got 0",
+        f"error: {path}: training.batch_size: must be > 0, got 0",
+        f"error: {path}: extra: unknown key; allowed keys: name, networks, seed, architectures,"
+        " simulation, training, resources, catalog",
+    ]
+
+
+def test_the_training_section_is_the_engines_train_config():
+    """One set of fields and defaults: the engine's dataclass, which the section builds."""
+    engine = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    section = TrainingConfig()
+    assert list(TrainingConfig.model_fields) == list(engine)
+    assert to_dict(section) == TrainConfig().to_dict() == to_dict(TrainConfig())
+    assert section.engine(hidden=(8, 4)) == dataclasses.replace(TrainConfig(), hidden=(8, 4))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hidden": (4, 0)}, "hidden"),
+        ({"hidden": [4]}, "hidden"),
+        ({"activation": "relu"}, "activation"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"batch_size": True}, "batch_size"),
+        ({"schedule": (0.5, 0.5)}, "schedule"),
+        ({"prune_biases": 1}, "prune_biases"),
+        ({"stop_window": 150}, "stop_window"),
+        ({"stop_from_level": 19}, "stop_from_level"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
+def test_the_engine_config_checks_itself(change, field):
+    """Without pydantic (accelerator images): every bad value is a ValueError naming it."""
+    with pytest.raises(ValueError, match=rf"^{field}: must be"):
+        TrainConfig(**change)
+
+
+def test_the_schema_file_is_current_and_the_presets_name_it():
+    printed = subprocess.run(
+        [sys.executable, "-m", "mothray.experiment", "--schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    schema = json.loads(printed)
+    assert json.loads((EXPERIMENTS / "schema.json").read_text()) == schema, (
+        "regenerate: python -m mothray.experiment --schema > experiments/schema.json"
+    )
+    assert schema["properties"]["training"]["$ref"] == "#/$defs/TrainingConfig"
+    assert schema["additionalProperties"] is False
+    for preset in EXPERIMENTS.glob("*.yaml"):
+        assert preset.read_text().startswith("# yaml-language-server: $schema=schema.json\n")
+
+
+def test_the_schema_validates_the_presets_as_pydantic_does(tmp_path):
+    """An editor with the schema accepts the presets and flags what pydantic refuses."""
+    import jsonschema
+    import yaml
+
+    schema = json.loads((EXPERIMENTS / "schema.json").read_text())
+    for preset in EXPERIMENTS.glob("*.yaml"):
+        jsonschema.validate(yaml.safe_load(preset.read_text()), schema)
+    for bad in ({"name": "x", "networks": 0}, {"name": "x", "traning": {}}, {"networks": 4}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(ConfigError):
+            parse(ExperimentConfig, bad)

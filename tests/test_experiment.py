@@ -4,7 +4,6 @@ One uninterrupted run of a small experiment is the reference; interrupted runs (
 killed, a trial's worker killed) must reach exactly its catalog.
 """
 
-import dataclasses
 import json
 import os
 import pickletools
@@ -31,9 +30,9 @@ from helpers import (
     write_config,
 )
 
-from mothray import catalog, experiment
+from mothray import catalog
 from mothray.config import load_experiment
-from mothray.experiment import ExperimentError, run
+from mothray.experiment import ExperimentError, cluster, main, run, trainable
 from mothray.results import trials
 from mothray.simulate import dataset_id
 
@@ -260,10 +259,9 @@ def test_ray_job_submit_runs_the_smoke_experiment(tmp_path):
     try:
         submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--"]
         # a GPU preset, trained on the CPU-only head by --cpu
-        gpu_smoke = dataclasses.replace(
-            load_experiment(SMOKE),
-            resources=dataclasses.replace(load_experiment(SMOKE).resources, gpus_per_actor=1),
-        )
+        smoke = load_experiment(SMOKE)
+        gpu = smoke.resources.model_copy(update={"gpus_per_actor": 1})
+        gpu_smoke = smoke.model_copy(update={"resources": gpu})
         config = write_config(tmp_path / "gpu-smoke.yaml", gpu_smoke)
         entrypoint = [*CLI[1:], "2", "--config", str(config), "--storage", str(storage), "--cpu"]
         wait_for(lambda: _dashboard_up(dashboard), timeout=120, interval=1)
@@ -312,7 +310,7 @@ def test_bad_config_exits_2_naming_the_field(tmp_path, capsys, yaml, message):
     config = tmp_path / "bad.yaml"
     config.write_text(f"name: bad\n{yaml}")
     storage = tmp_path / "runs"
-    assert experiment.main(["--config", str(config), "--storage", str(storage)]) == 2
+    assert main(["--config", str(config), "--storage", str(storage)]) == 2
     assert message in capsys.readouterr().err
     assert not storage.exists(), "something was started"
 
@@ -362,10 +360,9 @@ def test_gpu_preset_on_a_cluster_without_gpus_is_refused(ray_cluster, tmp_path):
 
 
 def test_custom_resources_no_node_declares_are_refused(ray_cluster, tmp_path):
-    config = dataclasses.replace(
-        load_experiment(SMOKE),
-        resources=dataclasses.replace(load_experiment(SMOKE).resources, custom={"trainer": 1}),
-    )
+    smoke = load_experiment(SMOKE)
+    trainer = smoke.resources.model_copy(update={"custom": {"trainer": 1}})
+    config = smoke.model_copy(update={"resources": trainer})
     result = subprocess.run(
         [*CLI, "--config", str(write_config(tmp_path / "c.yaml", config)),
          "--storage", str(tmp_path / "runs"), "--address", ray_cluster],
@@ -385,16 +382,16 @@ def test_node_types_an_autoscaler_can_add_count(ray_cluster, tmp_path, monkeypat
         "  head: {resources: {CPU: 8}, max_workers: 0}\n"
         "  gpu: {resources: {CPU: 4, GPU: 1}, max_workers: 4, min_workers: 0}\n"
     )
-    monkeypatch.setattr(experiment, "LAUNCHER_CONFIG", launcher)
-    experiment._check_cluster(paper)
-    two_cards = dataclasses.replace(
-        paper, resources=dataclasses.replace(paper.resources, gpus_per_actor=2)
+    monkeypatch.setattr(cluster, "LAUNCHER_CONFIG", launcher)
+    cluster.check_cluster(paper)
+    two_cards = paper.model_copy(
+        update={"resources": paper.resources.model_copy(update={"gpus_per_actor": 2})}
     )
     with pytest.raises(ExperimentError, match=r"resources.gpus_per_actor = 2 exceed .* GPU: 1"):
-        experiment._check_cluster(two_cards)  # four GPU nodes, but one card each
-    monkeypatch.setattr(experiment, "LAUNCHER_CONFIG", tmp_path / "none.yaml")
+        cluster.check_cluster(two_cards)  # four GPU nodes, but one card each
+    monkeypatch.setattr(cluster, "LAUNCHER_CONFIG", tmp_path / "none.yaml")
     with pytest.raises(ExperimentError, match="no GPUs, nor node types that add them"):
-        experiment._check_cluster(paper)
+        cluster.check_cluster(paper)
 
 
 def test_node_groups_an_autoscaler_reports_count(ray_cluster):
@@ -403,25 +400,28 @@ def test_node_groups_an_autoscaler_reports_count(ray_cluster):
     from ray.core.generated.autoscaler_pb2 import ClusterConfig, NodeGroupConfig
     from ray.experimental import internal_kv
 
+    assert cluster.autoscaler_node_groups() is None  # none reported: `ray up`'s config counts
     group = NodeGroupConfig(name="gpu", resources={"CPU": 4, "GPU": 1}, max_count=2)
     reported = ClusterConfig(node_group_configs=[group]).SerializeToString()
     where = {"namespace": GCS_AUTOSCALER_STATE_NAMESPACE}
     internal_kv._internal_kv_put(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, reported, **where)
     try:
-        assert {"CPU": 4, "GPU": 1} in experiment.node_shapes()
-        experiment._check_cluster(load_experiment("paper"))
+        assert cluster.autoscaler_node_groups() == [{"CPU": 4, "GPU": 1}]
+        assert {"CPU": 4, "GPU": 1} in cluster.node_shapes()
+        cluster.check_cluster(load_experiment("paper"))
     finally:
         internal_kv._internal_kv_del(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, **where)
-    assert {"CPU": 4, "GPU": 1} not in experiment.node_shapes()
+    assert {"CPU": 4, "GPU": 1} not in cluster.node_shapes()
+    assert cluster.autoscaler_node_groups() is None
 
 
 def test_a_trial_holding_gpus_refuses_a_jax_without_them(monkeypatch):
     import jax
 
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # as a CPU-only jaxlib says
-    experiment._require_gpu_if_held(0)
+    trainable._require_gpu_if_held(0)
     with pytest.raises(RuntimeError, match="holds 1 GPU.*JAX found none.*GPU image"):
-        experiment._require_gpu_if_held(1)
+        trainable._require_gpu_if_held(1)
 
 
 def test_resume_of_a_missing_experiment_exits_2(tmp_path):
@@ -435,7 +435,7 @@ def test_resume_of_a_missing_experiment_exits_2(tmp_path):
 
 def test_another_config_under_the_same_name_is_refused(reference_run):
     storage, _ = reference_run
-    other = dataclasses.replace(CONFIG, seed=CONFIG.seed + 1)
+    other = CONFIG.model_copy(update={"seed": CONFIG.seed + 1})
     with pytest.raises(ExperimentError, match="seed is 0 in the store, 1 now"):
         run(other, str(storage), progress=False)
 

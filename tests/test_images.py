@@ -1,7 +1,9 @@
-"""The cluster images (docker/) without Docker: both Dockerfiles and .dockerignore checked
-statically and with hadolint, and the CPU image's own install commands run in a virtual
-environment, so an image that would install something else than the tests get fails here."""
+"""The cluster images (docker/) without Docker. What can be observed here is run: the CPU image's
+builder commands in a virtual environment (what gets installed, from which context), the GPU
+image's install as pip resolves it, the runtime environment and login-shell PATH. What only
+Docker can show (base images, USER, WORKDIR, root-only setup) stays a text check, plus hadolint."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import mothray
 
@@ -95,19 +99,21 @@ def project() -> dict:
 
 
 def pinned_ray() -> str:
-    """The `ray[...]==X` requirement of pyproject's dependencies."""
+    """The version of the `ray[...]==X` requirement of pyproject's dependencies."""
     (ray,) = [dep for dep in project()["dependencies"] if re.match(r"ray\W", dep)]
-    return ray
+    return ray.split("==")[1]
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def dockerignored(path: str) -> bool:
     """Whether .dockerignore keeps `path` out of the context (Docker's rules, last match wins,
     a pattern that matches a directory matches everything under it)."""
     excluded = False
-    for line in (ROOT / ".dockerignore").read_text().splitlines():
-        pattern = line.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
+    for pattern in dockerignore_patterns():
         negated = pattern.startswith("!")
         regex = re.compile(_glob_regex(pattern.lstrip("!").strip("/")))
         parts = path.split("/")
@@ -122,6 +128,26 @@ def _glob_regex(pattern: str) -> str:
     return "".join(
         special.get(token, token if token.startswith("[") else re.escape(token)) for token in tokens
     )
+
+
+def context_files() -> list[str]:
+    """The build context as Docker sends it: the repository's files that .dockerignore lets
+    through (directories it ignores, with no `!` exception under them, are not walked)."""
+    exceptions = [p[1:].strip("/") for p in dockerignore_patterns() if p.startswith("!")]
+
+    def walked(directory: str) -> bool:
+        return not dockerignored(directory) or any(
+            re.search(r"[*?\[]", e) or e.startswith(directory + "/") for e in exceptions
+        )
+
+    files = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        here = Path(dirpath).relative_to(ROOT)
+        dirnames[:] = [d for d in dirnames if walked((here / d).as_posix())]
+        files += [
+            (here / f).as_posix() for f in filenames if not dockerignored((here / f).as_posix())
+        ]
+    return sorted(files)
 
 
 def copy_context(stage: list[Instruction], src: Path) -> None:
@@ -179,7 +205,85 @@ def image_commands(commands: list[str], values: dict[str, str], paths: dict[str,
     return script
 
 
-# Static checks.
+def run_builder(tmp: Path, values: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CPU image's builder stage in `tmp`: its COPYs into tmp/src, then its RUNs, with the
+    ARGs `values`, making tmp/venv (the image's /opt/venv); pip's report in tmp/report.json.
+
+    The test environment's packages underlie the new venv (a .pth file), so pip resolves the
+    image's requirements against them and installs mothray alone: seconds, not the minute and a
+    half of a fresh 1.3 GB install that `make test` has just done with the same pins."""
+    builder = stages(CPU)[0]
+    copy_context(builder, tmp / "src")
+    paths = {"/opt/venv": tmp / "venv", "/src": tmp / "src"}
+    script = image_commands(runs(builder), values, paths)
+    overlay = tmp / "venv" / "lib" / PYTHON / "site-packages" / "test-environment.pth"
+    pip = f"{tmp / 'venv'}/bin/pip install"
+    report = f"--report {tmp / 'report.json'}"
+    underlay = f"echo {site.getsitepackages()[0]} > {overlay}"
+    assert pip in script, script
+    script = script.replace(pip, f"{underlay} && {pip} {report}", 1)
+    return bash(script, cwd=tmp, path_first=Path(sys.executable).parent)
+
+
+def in_venv(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [venv / "bin" / "python", *args], cwd=cwd, capture_output=True, text=True, env=clean_env()
+    )
+
+
+def venv_distributions(venv: Path, cwd: Path) -> dict[str, tuple[str, list[str]]]:
+    """Version and requirements of every distribution the venv's Python sees, by canonical
+    name (the first found on its sys.path, as `import` would)."""
+    probe = (
+        "import importlib.metadata as m, json\n"
+        "found = {}\n"
+        "for d in m.distributions():\n"
+        "    found.setdefault(d.metadata['Name'], (d.version, d.requires or []))\n"
+        "print(json.dumps(found))"
+    )
+    done = in_venv(venv, cwd, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    return {canonicalize_name(name): tuple(d) for name, d in json.loads(done.stdout).items()}
+
+
+def pip_report_item(report: Path, name: str) -> dict:
+    (item,) = [
+        i for i in json.loads(report.read_text())["install"] if i["metadata"]["name"] == name
+    ]
+    return item
+
+
+def requirements(requires_dist: list[str], extras: set[str]) -> list[Requirement]:
+    """The requirements that installing with `extras` adds to the plain install."""
+    parsed = [Requirement(r) for r in requires_dist]
+    return [
+        r
+        for r in parsed
+        if r.marker
+        and any(r.marker.evaluate({"extra": e}) for e in extras)
+        and not r.marker.evaluate({"extra": ""})
+    ]
+
+
+def base_requirements(requires_dist: list[str]) -> list[Requirement]:
+    parsed = [Requirement(r) for r in requires_dist]
+    return [r for r in parsed if not r.marker or r.marker.evaluate({"extra": ""})]
+
+
+def installed_here(requirement: Requirement, seen: frozenset = frozenset()) -> bool:
+    """Whether the test environment satisfies `requirement`, what its extras add included."""
+    key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
+    try:
+        dist = importlib.metadata.distribution(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if not requirement.specifier.contains(dist.version, prereleases=True):
+        return False
+    added = requirements(dist.requires or [], requirement.extras) if key not in seen else []
+    return all(installed_here(r, seen | {key}) for r in added)
+
+
+# Hadolint.
 
 
 @pytest.mark.parametrize("dockerfile", [CPU, GPU], ids=["cpu", "gpu"])
@@ -196,40 +300,106 @@ def test_hadolint_does_find_something():
     assert {"DL3006", "DL3013", "DL3042"} <= set(re.findall(r"DL\d+", lint.stdout))
 
 
+# Text checks: what only Docker can show (base images, stages, USER, WORKDIR, image ENV as the
+# launcher reads it) or what needs root and would change this machine (apt-get, useradd).
+
+
 def test_cpu_image_is_multi_stage_on_slim_python():
+    """Text: base images and what the runtime stage copies are build metadata. The base image's
+    Python is the one the tests run (the builder's commands run here with it)."""
     builder, runtime = stages(CPU)
     assert builder[0].args == "python:${PYTHON_VERSION}-slim AS builder"
     assert runtime[0].args == "python:${PYTHON_VERSION}-slim"
+    assert f"python{arg_defaults(CPU)['PYTHON_VERSION']}" == PYTHON
     copies = [i.args for i in runtime if i.keyword in ("COPY", "ADD")]
     assert copies == ["--from=builder /opt/venv /opt/venv"]
-    installs = [c for c in runs(builder) if "pip install" in c]
+    installs = [c for c in runs(builder) if "pip install" in c]  # image size only, not contents
     assert installs and all("--no-cache-dir" in c for c in installs)
 
 
-def test_version_args_match_the_project():
-    defaults = arg_defaults(CPU)
-    ray = pinned_ray()
-    assert defaults["RAY_VERSION"] == ray.split("==")[1]
-    assert defaults["PYTHON_VERSION"] == f"{sys.version_info.major}.{sys.version_info.minor}"
-    (builder_install,) = [c for c in runs(stages(CPU)[0]) if "pip install" in c]
-    assert f'"{ray.split("==")[0]}==${{RAY_VERSION}}"' in builder_install
-    assert '"/src[' in builder_install  # the source tree and the pinned Ray resolve together
-
-
-def test_runtime_stage_has_what_the_ray_cluster_launcher_needs():
-    runtime = stages(CPU)[-1]
-    (setup,) = runs(runtime)
+def test_runtime_setup_has_what_the_ray_cluster_launcher_needs():
+    """Text: apt-get, useradd and `install -o` need root and would change this machine."""
+    (setup,) = runs(stages(CPU)[-1])
     assert "apt-get install -y --no-install-recommends openssh-client rsync" in setup
     assert "rm -rf /var/lib/apt/lists/*" in setup
     name, uid, gid = RAY_USER
     assert f"--home-dir /home/{name} --shell /bin/bash --uid {uid} --gid {gid} {name}" in setup
     assert f"install -d -o {uid} -g {gid} /home/{name}/.ray" in setup  # file_mounts' parent
-    env = env_of(runtime)
-    assert env["PATH"] == "/opt/venv/bin:$PATH"
-    assert env["HOME"] == f"/home/{name}"  # Ray's launcher reads HOME from the image config
-    assert (env["PYTHONUNBUFFERED"], env["PYTHONDONTWRITEBYTECODE"]) == ("1", "1")
+
+
+def test_runtime_runs_as_ray():
+    """Text: USER, WORKDIR and HOME are image metadata (Ray's launcher reads HOME from the image
+    config to place file mounts); numeric USER, so that Kubernetes' runAsNonRoot can check it."""
+    runtime = stages(CPU)[-1]
+    name, uid, gid = RAY_USER
+    assert env_of(runtime)["HOME"] == f"/home/{name}"
     assert last(runtime, "WORKDIR") == f"/home/{name}"
     assert last(runtime, "USER") == f"{uid}:{gid}"
+
+
+def test_gpu_image_builds_on_the_cpu_image_as_root_and_runs_as_ray():
+    """Text: FROM, USER and the NVIDIA runtime's ENV are image metadata. The default base is the
+    CPU image tagged with the version the GPU install puts in (test_gpu_install_... checks it)."""
+    (stage,) = stages(GPU)
+    assert stage[0].args == "${BASE_IMAGE}"
+    assert arg_defaults(GPU)["BASE_IMAGE"] == f"mothray:{mothray.__version__}"
+    users = [i.args for i in stage if i.keyword == "USER"]
+    assert users == ["0:0", last(stages(CPU)[-1], "USER")]  # root to pip install, then ray
+    assert env_of(stage)["NVIDIA_VISIBLE_DEVICES"] == "all"
+
+
+@pytest.mark.parametrize("dockerfile", [CPU, GPU], ids=["cpu", "gpu"])
+def test_no_credentials_in_the_images_env_or_args(dockerfile):
+    """Text: ENV and ARG values stay in the image's metadata (`docker history`)."""
+    names = [
+        word.split("=")[0]
+        for i in parse(dockerfile)
+        if i.keyword in ("ENV", "ARG")
+        for word in shlex.split(i.args)
+    ]
+    assert names and not [name for name in names if CREDENTIAL_NAME.search(name)]
+
+
+# Behaviour: the build context, and shells.
+
+
+def test_build_context_is_the_source_tree():
+    """The context Docker would send from this checkout (both images see only it): the source
+    tree and presets, no caches, venvs or credentials."""
+    files = context_files()
+    assert {"pyproject.toml", "README.md", "mothray/__init__.py"} <= set(files)
+    assert {"experiments/paper.yaml", "experiments/schema.json"} <= set(files)
+    tops = {file.split("/")[0] for file in files}
+    assert tops == {"pyproject.toml", "README.md", "mothray", "experiments"}
+    assert not [f for f in files if CREDENTIAL_PATH.search(f) or "__pycache__" in f]
+
+
+def test_dockerignore_keeps_the_context_to_the_source_tree():
+    """.dockerignore's rules on paths a checkout may hold, present here or not."""
+    kept = [
+        "pyproject.toml",
+        "README.md",
+        "mothray/__init__.py",
+        "experiments/paper.yaml",
+        "experiments/schema.json",
+    ]
+    left_out = [
+        ".venv/bin/python",
+        "runs/demo/experiment.json",
+        ".git/HEAD",
+        "mothray.egg-info/PKG-INFO",
+        "build/lib/mothray/__init__.py",
+        "mothray/__pycache__/config.cpython-311.pyc",
+        "experiments/__pycache__/x.cpython-311.pyc",
+        ".pytest_cache/README.md",
+        "tests/data/moth_reference.npz",
+        "benchmarks/train.py",
+        "docs/benchmarks.md",
+        ".aws/credentials",
+        ".env",
+    ]
+    assert [path for path in kept if dockerignored(path)] == []
+    assert [path for path in left_out if not dockerignored(path)] == []
 
 
 def test_login_shells_find_the_venv(tmp_path):
@@ -245,109 +415,169 @@ def test_login_shells_find_the_venv(tmp_path):
     assert path.strip() == f"/opt/venv/bin:{debian}"
 
 
-def test_gpu_image_adds_the_cuda_extra_to_the_cpu_image():
-    (stage,) = stages(GPU)
-    assert stage[0].args == "${BASE_IMAGE}"
-    assert arg_defaults(GPU)["BASE_IMAGE"] == f"mothray:{mothray.__version__}"
-    (install,) = runs(stage)
-    mount = "--mount=type=bind,source=.,target=/tmp/src,rw"
-    assert install == f'{mount} pip install --no-cache-dir "/tmp/src[cuda]"'
-    cuda = project()["optional-dependencies"]["cuda"]
-    assert [dep.split(">=")[0] for dep in cuda] == ["jax[cuda12]"]
-    assert env_of(stage)["NVIDIA_VISIBLE_DEVICES"] == "all"
-    assert last(stage, "USER") == last(stages(CPU)[-1], "USER") == f"{RAY_USER[1]}:{RAY_USER[2]}"
-
-
-@pytest.mark.parametrize("dockerfile", [CPU, GPU], ids=["cpu", "gpu"])
-def test_no_credentials_in_the_image(dockerfile):
-    instructions = parse(dockerfile)
-    names = [
-        word.split("=")[0]
-        for i in instructions
-        if i.keyword in ("ENV", "ARG")
-        for word in shlex.split(i.args)
-    ]
-    assert names and not [name for name in names if CREDENTIAL_NAME.search(name)]
-    sources = [
-        word
-        for i in instructions
-        if i.keyword in ("COPY", "ADD")
-        for word in i.args.split()[:-1]
-        if not word.startswith("--")
-    ]
-    assert not [source for source in sources if CREDENTIAL_PATH.search(source)]
-
-
-def test_dockerignore_keeps_the_context_to_the_source_tree():
-    kept = ["pyproject.toml", "README.md", "mothray/__init__.py", "mothray/experiments/paper.yaml"]
-    left_out = [
-        ".venv/bin/python",
-        "runs/demo/experiment.json",
-        ".git/HEAD",
-        "mothray.egg-info/PKG-INFO",
-        "build/lib/mothray/__init__.py",
-        "mothray/__pycache__/config.cpython-311.pyc",
-        ".pytest_cache/README.md",
-        "tests/data/moth_reference.npz",
-        "benchmarks/train.py",
-        "docs/benchmarks.md",
-        ".aws/credentials",
-    ]
-    assert [path for path in kept if dockerignored(path)] == []
-    assert [path for path in left_out if not dockerignored(path)] == []
-
-
-# The images' install commands, run here.
+# Behaviour: the images' install commands, run here.
 
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory):
-    """The CPU image's /opt/venv, made by the builder stage's own commands (the COPYs from the
-    ignore-filtered context, then the RUNs) in a temporary directory."""
+    """The CPU image's /opt/venv, made by the builder stage's own commands. /src is removed
+    afterwards, since the runtime stage copies the venv alone."""
     tmp = tmp_path_factory.mktemp("image")
-    builder = stages(CPU)[0]
-    copy_context(builder, tmp / "src")
-    paths = {"/opt/venv": tmp / "venv", "/src": tmp / "src"}
-    script = image_commands(runs(builder), arg_defaults(CPU), paths)
-    # The test environment's packages underlie the new venv (a .pth file), so pip resolves the
-    # image's requirements against them and installs mothray alone: seconds, not the minute and
-    # a half of a fresh 1.3 GB install that `make test` has just done with the same pins.
-    overlay = tmp / "venv" / "lib" / PYTHON / "site-packages" / "test-environment.pth"
-    pip = f"{tmp / 'venv'}/bin/pip install"
-    script = script.replace(pip, f"echo {site.getsitepackages()[0]} > {overlay} && {pip}", 1)
-    done = bash(script, cwd=tmp, path_first=Path(sys.executable).parent)
+    done = run_builder(tmp, arg_defaults(CPU))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shutil.rmtree(tmp / "src")
     yield tmp
     shutil.rmtree(tmp / "venv")  # over a gigabyte; pytest keeps its last three runs
 
 
-def in_venv(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [venv / "bin" / "python", *args], cwd=cwd, capture_output=True, text=True, env=clean_env()
-    )
+def test_builder_installs_mothray_from_the_source_tree(image_venv):
+    """mothray at this checkout's version, imported from the venv (not the checkout, and
+    without /src, which the runtime stage leaves behind)."""
+    venv = image_venv / "venv"
+    probe = "import json, mothray; print(json.dumps([mothray.__file__, mothray.__version__]))"
+    done = in_venv(venv, image_venv, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    module, version = json.loads(done.stdout)
+    assert Path(module).is_relative_to(venv / "lib" / PYTHON / "site-packages")
+    assert version == mothray.__version__
 
 
-def test_builder_installs_mothray_and_the_pinned_ray(image_venv):
-    """...and boto3, which cluster.yaml's head needs for Ray's AWS autoscaler."""
-    venv, cwd = image_venv / "venv", image_venv
+def test_builder_installs_the_pinned_ray_and_the_aws_extra(image_venv):
+    """Ray at pyproject's pin (RAY_VERSION's default agrees), and everything mothray[aws] needs,
+    boto3 (the head's AWS autoscaler), jax and optax among it, at versions that satisfy it."""
+    venv = image_venv / "venv"
+    item = pip_report_item(image_venv / "report.json", "mothray")
+    assert item.get("requested_extras", []) == ["aws"]
+    requires = item["metadata"]["requires_dist"]
+    needed = base_requirements(requires) + requirements(requires, {"aws"})
+    names = {canonicalize_name(r.name) for r in needed}
+    assert {"ray", "boto3", "jax", "optax"} <= names
+    dists = venv_distributions(venv, image_venv)
+    found = {r: dists.get(canonicalize_name(r.name)) for r in needed}
+    missing = [str(r) for r, d in found.items() if not d or not r.specifier.contains(d[0], True)]
+    assert missing == []
+    assert dists["ray"][0] == pinned_ray()
+    done = in_venv(venv, image_venv, "-c", "import boto3, jax, optax, ray")
+    assert done.returncode == 0, done.stderr
+
+
+def test_ray_version_other_than_the_pin_is_refused(image_venv, tmp_path):
+    """A RAY_VERSION build arg that differs from pyproject's pin fails the builder's pip install
+    instead of building an image whose Ray cannot join the cluster. Its pip command alone, as a
+    dry run in the built venv: a second `python -m venv` would cost ten seconds more."""
+    major, minor, _ = pinned_ray().split(".", 2)
+    # a release that exists, so that pip fails on the conflict, not on a missing version
+    other = f"{major}.{int(minor) - 1}.0" if int(minor) else f"{int(major) - 1}.0.0"
+    builder = stages(CPU)[0]
+    copy_context(builder, tmp_path / "src")
+    paths = {"/opt/venv": image_venv / "venv", "/src": tmp_path / "src"}
+    script = image_commands(runs(builder), {**arg_defaults(CPU), "RAY_VERSION": other}, paths)
+    pip = f"{image_venv / 'venv'}/bin/pip install"
+    (install,) = [c for c in script.split(" && ") if c.startswith(pip)]
+    done = bash(install.replace(pip, f"{pip} --dry-run", 1), tmp_path, Path(sys.executable).parent)
+    output = done.stdout + done.stderr  # pip's explanation goes to either, by version
+    assert done.returncode != 0
+    assert "ResolutionImpossible" in output, output[-3000:]
+    extras = r"(\[[^\]]*\])?"
+    assert re.search(rf"The user requested ray{extras}=={re.escape(other)}\b", output)
+    assert re.search(rf"depends on ray{extras}=={re.escape(pinned_ray())}\b", output)
+
+
+def test_installed_mothray_ships_the_presets(image_venv):
+    """An installed mothray (no checkout) finds the presets by name, the same ones and with the
+    same contents as experiments/, and its CLI prints the presets' schema."""
+    venv = image_venv / "venv"
     probe = (
-        "import boto3, json, mothray, ray; print(json.dumps([mothray.__file__, ray.__version__]))"
+        "import json\n"
+        "from mothray.config import load_experiment, presets_dir, to_dict\n"
+        "names = sorted(p.stem for p in presets_dir().glob('*.yaml'))\n"
+        "shipped = (presets_dir() / 'schema.json').read_text()\n"
+        "print(json.dumps([str(presets_dir()), names, to_dict(load_experiment('paper')), shipped]))"
     )
-    done = in_venv(venv, cwd, "-c", probe)
+    done = in_venv(venv, image_venv, "-c", probe)
     assert done.returncode == 0, done.stderr
-    module, ray_version = json.loads(done.stdout)
-    assert Path(module).is_relative_to(venv)  # installed, not the checkout
-    assert ray_version == pinned_ray().split("==")[1]
-    assert in_venv(venv, cwd, "-m", "mothray.experiment", "--help").returncode == 0
-    preset = "from mothray.config import load_experiment; load_experiment('paper')"
-    done = in_venv(venv, cwd, "-c", preset)
+    where, names, paper, shipped = json.loads(done.stdout)
+    from mothray.config import load_experiment, to_dict
+
+    assert Path(where).is_relative_to(venv)
+    assert names == sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+    assert (
+        json.loads(json.dumps(to_dict(load_experiment(ROOT / "experiments/paper.yaml")))) == paper
+    )
+    assert shipped == (ROOT / "experiments" / "schema.json").read_text()
+    done = in_venv(venv, image_venv, "-m", "mothray.experiment", "--schema")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["title"] == "mothray experiment"
 
 
-def test_images_install_the_extras_the_tests_install():
-    """The test environment (make test) is the CPU image's install plus the dev tools."""
-    makefile = (ROOT / "Makefile").read_text()
-    (tested,) = re.findall(r"\$\(DEV_STAMP\):.*\n\t.* -e '\.\[([\w,]+)\]'", makefile)
-    (cpu,) = re.findall(r'"/src\[([\w,]+)\]"', " ".join(runs(stages(CPU)[0])))
-    assert set(tested.split(",")) - {"dev"} == set(cpu.split(","))
-    assert '"/tmp/src[cuda]"' in " ".join(runs(stages(GPU)[0]))
+def test_runtime_env_puts_the_venv_first(image_venv, tmp_path):
+    """The runtime stage's ENV, applied here: `python` and `pip` are the venv's, and Python
+    neither buffers its output (Ray's log streaming) nor writes bytecode."""
+    venv = image_venv / "venv"
+    paths = {"/opt/venv": venv, f"/home/{RAY_USER[0]}": tmp_path}
+    env = {
+        name: image_commands([value], {"PATH": "/usr/local/bin:/usr/bin:/bin"}, paths)
+        for name, value in env_of(stages(CPU)[-1]).items()
+    }
+    shell = subprocess.run(
+        ["bash", "-c", "command -v python python3 pip"],
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+    )
+    assert shell.stdout.split() == [f"{venv}/bin/{name}" for name in ("python", "python3", "pip")]
+    probe = (
+        "import json, sys, mothray\n"
+        "out = [sys.prefix, sys.flags.dont_write_bytecode, sys.stdout.write_through]\n"
+        "print(json.dumps(out))"
+    )
+    done = subprocess.run(
+        ["python", "-c", probe], env={**clean_env(), **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [str(venv), 1, True]
+
+
+def test_gpu_install_adds_jax_cuda12_at_the_images_jax(image_venv, tmp_path):
+    """The GPU image's pip install, resolved by the CPU image's pip against the bind-mounted
+    context (a dry run: CUDA wheels are gigabytes): mothray again with the `cuda` extra, which
+    adds jax[cuda12] alone; the CPU image's jax satisfies it and pins the CUDA plugin to itself."""
+    context = tmp_path / "context"
+    for file in context_files():
+        (context / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / file, context / file)
+    (stage,) = stages(GPU)
+    report = tmp_path / "report.json"
+    script = image_commands(runs(stage), arg_defaults(GPU), {"/tmp/src": context})
+    assert "pip install " in script, script
+    dry = f"pip install --dry-run --no-deps --quiet --report {report} "
+    done = bash(script.replace("pip install ", dry, 1), tmp_path, image_venv / "venv" / "bin")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    item = pip_report_item(report, "mothray")
+    assert item["metadata"]["version"] == mothray.__version__
+    assert arg_defaults(GPU)["BASE_IMAGE"] == f"mothray:{item['metadata']['version']}"
+    assert item.get("requested_extras", []) == ["cuda"]
+    (jax,) = requirements(item["metadata"]["requires_dist"], {"cuda"})
+    assert (jax.name, jax.extras) == ("jax", {"cuda12"})
+    dists = venv_distributions(image_venv / "venv", image_venv)
+    (version, jax_requires), (jaxlib, _) = dists["jax"], dists["jaxlib"]
+    assert jax.specifier.contains(version)  # so pip keeps the CPU image's jax
+    added = {canonicalize_name(r.name): r.specifier for r in requirements(jax_requires, {"cuda12"})}
+    assert {"jaxlib", "jax-cuda12-plugin"} <= set(added)
+    assert added["jaxlib"].contains(jaxlib)
+    assert list(added["jax-cuda12-plugin"].filter(["0", version, "999"])) == [version]
+
+
+def test_tests_install_the_extras_the_image_installs(image_venv):
+    """The test environment holds every extra the CPU image installs, and no other but `dev`
+    (and `cuda`, which the GPU image adds): the tests run what the image runs."""
+    item = pip_report_item(image_venv / "report.json", "mothray")
+    requires = item["metadata"]["requires_dist"]
+    here = {
+        extra
+        for extra in item["metadata"]["provides_extra"]
+        if all(installed_here(r) for r in requirements(requires, {extra}))
+    }
+    image = set(item.get("requested_extras", []))
+    assert image <= here
+    assert here - {"dev", "cuda"} <= image

@@ -5,7 +5,6 @@ in for the GPUs of a training node type. Nodes are removed mid-run as a cloud wo
 """
 
 import contextlib
-import dataclasses
 import json
 import subprocess
 import sys
@@ -19,13 +18,14 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
 from mothray.config import ExperimentConfig, SimulationConfig
-from mothray.simulate import open_dataset, simulate
+from mothray.data.store import open as open_dataset
+from mothray.simulate import simulate
 
 # 20 chunks: every node has several to run when the first is done
 SIMULATION = SimulationConfig(train=40_000, test=10_000, chunk=2_500, seed=11)
 # the interruptible config's trials, kept to the nodes that declare `trainer`
-ON_TRAINERS = dataclasses.replace(
-    CONFIG, resources=dataclasses.replace(CONFIG.resources, custom={"trainer": 1.0})
+ON_TRAINERS = CONFIG.model_copy(
+    update={"resources": CONFIG.resources.model_copy(update={"custom": {"trainer": 1.0}})}
 )
 
 

@@ -13,8 +13,9 @@ import optax
 import pytest
 
 from mothray import data, train
-from mothray.config import SimulationConfig, TrainConfig
+from mothray.config import SimulationConfig
 from mothray.simulate import SPLITS, chunks_of, compute_chunk
+from mothray.train import TrainConfig
 
 SEEDS = [11, 12, 13, 14, 15, 16, 17, 18]
 # Small enough for seconds on a CPU; batch 16 gives 300 steps per epoch, so early stopping
@@ -164,7 +165,12 @@ def test_learning_curves_cover_the_steps_taken(sweep):
     finite for live networks, NaN after; block ends are counted in steps of the level."""
     result, _ = sweep
     block = CONFIG.stop_check_every
-    steps = train.curve_steps(EPOCH * CONFIG.batch_size, CONFIG)
+    steps = train.curve_steps(
+        EPOCH * CONFIG.batch_size,
+        CONFIG.batch_size,
+        CONFIG.epochs_per_level,
+        CONFIG.stop_check_every,
+    )
     assert steps.tolist() == list(range(block, EPOCH + 1, block))
     assert result.curves.shape == (len(CONFIG.schedule), len(SEEDS), len(steps), 2)
     trained = ~np.isnan(result.curves)
@@ -178,8 +184,7 @@ def test_learning_curves_cover_the_steps_taken(sweep):
 
 
 def test_curve_blocks_may_end_short():
-    config = dataclasses.replace(CONFIG, batch_size=10, stop_check_every=20, stop_window=60)
-    assert train.curve_steps(455, config).tolist() == [20, 40, 45]
+    assert train.curve_steps(455, batch_size=10, epochs=1, check_every=20).tolist() == [20, 40, 45]
     assert train.steps_per_level(455, batch_size=10, epochs=3) == 135
 
 
@@ -193,8 +198,8 @@ def test_the_first_block_of_the_curves_is_its_steps_mean_loss(dataset, sweep):
     model, k = train.Model(CONFIG.activation, CONFIG.precision), 5
     keys = train.level_keys(np.array(SEEDS), level=0, epochs=1)
     positions = jnp.arange(CONFIG.stop_check_every * CONFIG.batch_size, dtype=jnp.uint32)
-    train_rows = np.asarray(train._shuffled_rows(positions, keys.train[:, :1], len(train_x)))[k]
-    val_rows = np.asarray(train._shuffled_rows(positions, keys.val[:, None], len(val_x)))[k]
+    train_rows = np.asarray(train.shuffled_rows(positions, keys.train[:, :1], len(train_x)))[k]
+    val_rows = np.asarray(train.shuffled_rows(positions, keys.val[:, None], len(val_x)))[k]
     params = jax.tree.map(lambda leaf: leaf[k], train.init_params(np.array(SEEDS), CONFIG))
     optimizer = train.adam(CONFIG.learning_rate)
 
@@ -277,7 +282,9 @@ def test_resume_refuses_a_state_of_other_seeds_schedule_or_config(dataset, sweep
     with pytest.raises(ValueError, match="prefix of this schedule"):
         train.prune_sweep(dataset.splits, other_schedule, SEEDS, resume=states[0])
     wider = dataclasses.replace(CONFIG, hidden=(16, 16, 16, 5), learning_rate=1e-3)
-    with pytest.raises(ValueError, match="another config: hidden, learning_rate differ"):
+    with pytest.raises(
+        ValueError, match=r"another config: hidden is \[16, 16, 16, 4\] .*; learning_rate"
+    ):
         train.prune_sweep(dataset.splits, wider, SEEDS, resume=states[0])
 
 
@@ -336,7 +343,7 @@ def test_a_network_diverging_mid_level_freezes_at_that_step(dataset):
     result = train.prune_sweep(data.Splits((inputs, poisoned), val, test), config, SEEDS)
     keys = train.level_keys(np.array(SEEDS), level=0, epochs=1).train
     positions = jnp.arange(len(inputs) // 16 * 16, dtype=jnp.uint32)
-    rows = np.asarray(train._shuffled_rows(positions, keys, len(inputs)))
+    rows = np.asarray(train.shuffled_rows(positions, keys, len(inputs)))
     expected_steps = [int(np.flatnonzero(network_rows == 123)[0]) // 16 for network_rows in rows]
     assert result.steps[0].tolist() == expected_steps
     assert result.diverged.all()
@@ -393,7 +400,7 @@ def test_reduced_precision_keeps_losses_within_5_percent(dataset, precision):
 def test_batches_walk_a_permutation_of_the_split(size):
     keys = train.level_keys(np.array([1, 2]), level=0, epochs=1).val[:, None]
     positions = jnp.arange(2 * size, dtype=jnp.uint32)  # two passes: positions wrap around
-    rows = np.asarray(train._shuffled_rows(positions, keys, size))
+    rows = np.asarray(train.shuffled_rows(positions, keys, size))
     for network_rows in rows:
         assert sorted(network_rows[:size]) == list(range(size))
         np.testing.assert_array_equal(network_rows[size:], network_rows[:size])
@@ -414,28 +421,6 @@ def test_bad_inputs_are_refused(dataset):
         train.prune_sweep(data.Splits((inputs[:5], targets[:5]), val, test), CONFIG, [1])
 
 
-def test_engine_runs_without_ray_zarr_or_yaml():
-    """Accelerator images have jax, optax and numpy only: the engine must import and run."""
-    code = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'ray', 'zarr', 'yaml', 'rich', 'fsspec', 'scipy', 'pandas'}:
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-import numpy as np
-from mothray.config import TrainConfig
-from mothray.data import Splits
-from mothray.train import prune_sweep
-rng = np.random.default_rng(0)
-split = lambda n: (rng.random((n, 10), np.float32), rng.random((n, 7), np.float32))
-config = TrainConfig(hidden=(4,), batch_size=8, schedule=(0.0, 0.5), eval_batch_size=16)
-result = prune_sweep(Splits(split(64), split(16), split(16)), config, [1, 2])
-assert result.losses.shape == (2, 2, 3)
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
-
-
 @pytest.mark.parametrize(
     ("hidden", "weights"),
     [((400, 400, 400, 16), 330_512), ((200, 200, 200, 8), 83_656), ((50, 50, 50, 8), 5_956)],
@@ -450,7 +435,7 @@ import sys
 import jax
 import numpy as np
 from mothray import train
-from mothray.config import TrainConfig
+from mothray.train import TrainConfig
 from mothray.data import Splits
 jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
 rng = np.random.default_rng(0)

@@ -1,0 +1,224 @@
+"""The simulation store: the Zarr v3 layout of a trajectory dataset, opening it, and loading it.
+
+Layout (a local path or an fsspec URL such as s3://bucket/run, passed to Zarr unchanged):
+
+    /            attrs: the dataset's identity (simulation config, model_parameters),
+                        mothray_version, complete
+    /train /test attrs: split, split_id, count, chunk, chunks, seed, body_scale, duration,
+                        sampling_ranges, model_parameters, mothray_version, complete
+        initial_state (count, 8) f8, controls (count, 3) f8, final_state (count, 8) f8,
+        ok (count,) bool: one Zarr chunk per simulation chunk, so no two writers share one
+        chunk_done (chunks,) bool, one Zarr chunk per element: set after a chunk's rows
+
+A store is complete once every chunk_done is set. Failed trajectories (ok False, NaN final
+state) stay in the store, flagged. numpy and zarr only: who fills the chunks is the run
+layer's business (`mothray.simulate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from mothray.data.features import ROW_COLUMNS
+from mothray.data.splits import Dataset, Reader, build
+
+SPLITS = ("train", "test")  # a split's position is its id in the random stream
+COLUMNS = {"initial_state": 8, "controls": 3, "final_state": 8, "ok": None}  # None: (count,)
+
+
+class DatasetError(Exception):
+    """A store cannot be used as asked: unwritable, foreign, of another config, or incomplete."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows [start, stop) of one split: the unit of work, of randomness and of Zarr storage."""
+
+    split: str
+    index: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What one split of a store holds; `failed` counts flagged rows of the done chunks."""
+
+    count: int
+    failed: int
+    chunks_done: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a store holds, per split, and whether it is complete."""
+
+    path: str
+    complete: bool
+    splits: dict[str, SplitSummary]
+
+
+def chunks(split: str, count: int, chunk: int) -> list[Chunk]:
+    """The chunks of a split of `count` rows, in order; the last one may be short."""
+    starts = range(0, count, chunk)
+    return [Chunk(split, i, start, min(start + chunk, count)) for i, start in enumerate(starts)]
+
+
+def open_zarr(location: str, mode: str) -> zarr.Group:
+    """The root group of a Zarr store; file:// URLs need fsspec's auto_mkdir for nested keys."""
+    options = {"auto_mkdir": True} if location.startswith("file://") else None
+    return zarr.open_group(location, mode=mode, storage_options=options)
+
+
+def create(
+    out: str,
+    identity: Mapping[str, Any],
+    counts: Mapping[str, int],
+    chunk: int,
+    split_attributes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> zarr.Group:
+    """Create the store's groups and arrays, or reopen them; the identity is written first.
+
+    `counts[split]` rows per split in chunks of `chunk` rows; `split_attributes[split]`, what
+    else interprets or regenerates the split, goes into its attributes.
+    """
+    root = open_zarr(out, "a")
+    if not root.attrs.asdict():
+        root.attrs.update({**identity, "complete": False})
+    for split in SPLITS:
+        count = counts[split]
+        group = root.require_group(split)
+        if "split" not in group.attrs:
+            extra = (split_attributes or {}).get(split, {})
+            group.attrs.update(
+                {"split": split, "count": count, "chunk": chunk, **extra, "complete": False}
+            )
+        for name, width in COLUMNS.items():
+            shape = (count,) if width is None else (count, width)
+            group.require_array(
+                name,
+                shape=shape,
+                chunks=(chunk, *shape[1:]),
+                dtype=bool if width is None else "f8",
+                fill_value=False if width is None else np.nan,
+            )
+        group.require_array(
+            "chunk_done",
+            shape=(len(chunks(split, count, chunk)),),
+            chunks=(1,),
+            dtype=bool,
+            fill_value=False,
+        )
+    return root
+
+
+def open(path: str | Path, *, require_complete: bool = True) -> zarr.Group:  # noqa: A001
+    """Open a store read-only; by default refuse one that is not complete yet."""
+    path = str(path)
+    root = open_zarr(path, "r")
+    if require_complete and not root.attrs.get("complete", False):
+        raise DatasetError(f"{path} is not complete; rerun the simulation command to finish it")
+    return root
+
+
+def stored_attributes(out: str) -> dict[str, Any]:
+    """Root attributes of whatever Zarr group is at `out`; empty when there is none."""
+    try:
+        return dict(open_zarr(out, "r").attrs)
+    except (OSError, ValueError):
+        return {}
+
+
+def pending_chunks(root: zarr.Group) -> list[Chunk]:
+    """The chunks not yet marked done, train first."""
+    pending = []
+    for split in SPLITS:
+        group = root[split]
+        done = group["chunk_done"][:]
+        every = chunks(split, group.attrs["count"], group.attrs["chunk"])
+        pending += [chunk for chunk in every if not done[chunk.index]]
+    return pending
+
+
+def mark_complete(root: zarr.Group) -> None:
+    """Set `complete` on each split whose chunks are all done, then on the root if all are."""
+    done = {split: bool(root[split]["chunk_done"][:].all()) for split in SPLITS}
+    for split in SPLITS:
+        if done[split]:
+            root[split].attrs["complete"] = True
+    if all(done.values()):
+        root.attrs["complete"] = True
+
+
+def summary(path: str | Path) -> DatasetSummary:
+    """Counts per split of a store, complete or not."""
+    root = open(path, require_complete=False)
+    return DatasetSummary(
+        path=str(path),
+        complete=bool(root.attrs.get("complete", False)),
+        splits={split: _split_summary(root[split]) for split in SPLITS},
+    )
+
+
+def _split_summary(group: zarr.Group) -> SplitSummary:
+    done = group["chunk_done"][:]
+    count = group.attrs["count"]
+    written = np.repeat(done, group.attrs["chunk"])[:count]
+    return SplitSummary(
+        count=count,
+        failed=int(np.count_nonzero(written & ~group["ok"][:])),
+        chunks_done=int(np.count_nonzero(done)),
+        chunks=len(done),
+    )
+
+
+def load(store: str | Path, validation_fraction: float = 0.2, *, progress: bool = False) -> Dataset:
+    """The dataset of a complete store (path or URL), streamed chunk by chunk.
+
+    Peak memory is about the size of the result plus a few chunks. `progress`: a bar per split
+    on stderr (rich, imported only then).
+    """
+    root = open(store)
+    sources = []
+    for split in SPLITS:
+        group = root[split]
+        ok = np.asarray(group["ok"][:], dtype=bool)
+        readers: Iterable[Reader] = _store_blocks(group, ok)
+        if progress:
+            readers = _tracked(readers, _chunk_count(group), f"loading {split}")
+        sources.append((ok, readers))
+    return build(*sources, validation_fraction)
+
+
+def _tracked(readers: Iterable[Reader], total: int, description: str) -> Iterator[Reader]:
+    """`readers` behind a rich progress bar on stderr, advanced as each block is done."""
+    from rich.console import Console
+    from rich.progress import track
+
+    yield from track(readers, total=total, description=description, console=Console(stderr=True))
+
+
+def _chunk_count(group: zarr.Group) -> int:
+    """Number of Zarr chunks along the rows of a store group."""
+    return -(-group["ok"].shape[0] // group["ok"].chunks[0])
+
+
+def _store_blocks(group: zarr.Group, ok: np.ndarray) -> Iterator[Reader]:
+    """Readers of consecutive row blocks of a store group, one Zarr chunk each."""
+    step = group["ok"].chunks[0]
+    for start in range(0, len(ok), step):
+        yield partial(_read_chunk, group, ok, start, min(start + step, len(ok)))
+
+
+def _read_chunk(group: zarr.Group, ok: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows [start, stop) of a store group; `ok`, read beforehand, is sliced."""
+    block = {name: group[name][start:stop] for name in ROW_COLUMNS[:3]}
+    return {**block, "ok": ok[start:stop]}

@@ -1,0 +1,62 @@
+"""experiment.json: an experiment's config, its runs (package versions, stage timings), state,
+and its dataset and catalog counts; one record per experiment, written whole."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import posixpath
+from typing import Any
+
+from mothray.config import ExperimentConfig, parse, to_dict
+from mothray.experiment.errors import ExperimentError
+from mothray.records import config_differences
+from mothray.storage import experiment_dir, read_json
+
+PACKAGES = ("mothray", "ray", "jax", "jaxlib", "optax", "numpy", "zarr", "pandas")
+RECORD_NAME = "experiment.json"
+
+
+def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, Any]:
+    """experiment.json's data: the stored record if this config continues it, else a new one."""
+    stored = _stored_record(root, required=resume)
+    if stored is None:
+        return {
+            "name": config.name,
+            "state": "new",
+            "config": to_dict(config),
+            "started": now(),
+            "finished": None,
+            "sessions": [],  # per run of the command: start, package versions, stage timings
+        }
+    differences = config_differences(stored["config"], to_dict(config))
+    if differences:
+        raise ExperimentError(
+            f"experiment {config.name!r} at {root} was started with another config "
+            f"({'; '.join(differences)}); resume it as it was, or choose another --name"
+        )
+    return stored
+
+
+def stored_config(storage: str, name: str) -> ExperimentConfig:
+    """The config an existing experiment was started with."""
+    stored = _stored_record(experiment_dir(storage, name), required=True)
+    return parse(ExperimentConfig, stored["config"])
+
+
+def _stored_record(root: str, *, required: bool) -> dict[str, Any] | None:
+    """experiment.json at `root`, None if there is none; `required` refuses its absence."""
+    stored = read_json(posixpath.join(root, RECORD_NAME))
+    if stored is None and required:
+        raise ExperimentError(f"--resume: there is no experiment at {root}")
+    return stored
+
+
+def versions() -> dict[str, str]:
+    versions = {name: importlib.metadata.version(name) for name in PACKAGES}
+    return {"python": platform.python_version(), **versions}
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,136 @@
+"""The experiment's stages, resumable: the dataset, training (a Tune trial per batch of
+networks) and the catalog, recorded in experiment.json as each completes."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import Any
+
+from ray import tune
+
+from mothray import catalog
+from mothray.config import DATASETS_DIR, ExperimentConfig, to_dict
+from mothray.data import Splits, load
+from mothray.experiment.cluster import check_cluster, check_shared
+from mothray.experiment.errors import Interrupted, TrialsFailed
+from mothray.experiment.record import RECORD_NAME, now, open_record, versions
+from mothray.experiment.trainable import train_batch
+from mothray.session import ray_session
+from mothray.simulate import dataset_id, simulate
+from mothray.storage import absolute, experiment_dir, write_json
+
+
+def run(
+    config: ExperimentConfig,
+    storage: str,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run, or continue, an experiment to its finalized catalog; returns experiment.json's data.
+
+    Refused before anything starts (ConfigError, ExperimentError): an invalid config, a name
+    already used by another config, `resume` of an experiment that does not exist, resources
+    the cluster lacks, local storage that the cluster's nodes do not share. A run that stops
+    early is recorded as "failed" or "interrupted", never as "complete".
+    """
+    root = experiment_dir(storage, config.name)
+    record = open_record(root, config, resume)
+    if record["state"] == "complete":
+        return record
+    with ray_session(address):
+        check_cluster(config)
+        check_shared(root)
+        session = {"started": now(), "versions": versions(), "timings": {}}
+        record["sessions"].append(session)
+        record["state"] = "running"
+        try:
+            _stages(config, storage, root, record, session["timings"], progress)
+        except (Interrupted, KeyboardInterrupt):
+            record["state"] = "interrupted"
+            raise
+        except BaseException:
+            record["state"] = "failed"
+            raise
+        finally:
+            write_json(posixpath.join(root, RECORD_NAME), record)
+    return record
+
+
+def _stages(
+    config: ExperimentConfig,
+    storage: str,
+    root: str,
+    record: dict[str, Any],
+    timings: dict[str, float],
+    progress: bool,
+) -> None:
+    """Dataset, training, catalog; `record` and `timings` filled in as each completes."""
+    started = time.perf_counter()
+    store = posixpath.join(absolute(storage), DATASETS_DIR, dataset_id(config.simulation))
+    simulate(config.simulation, store, progress=progress)
+    dataset = load(store, config.training.validation_fraction, progress=progress)
+    write_json(posixpath.join(root, "scaler.json"), dataset.scaler.to_dict())
+    record["dataset"] = {"path": store, "id": dataset_id(config.simulation), **dataset.counts}
+    timings["dataset_s"] = round(time.perf_counter() - started, 1)
+    write_json(posixpath.join(root, RECORD_NAME), record)
+
+    started = time.perf_counter()
+    catalog_path = posixpath.join(root, catalog.STORE_NAME)
+    catalog.create(catalog_path, config.catalog_spec(), dataset.counts["train"], dataset.scaler)
+    results = _tuner(config, root, catalog_path, dataset.splits).fit()
+    timings["training_s"] = round(time.perf_counter() - started, 1)
+    if results.errors:
+        raise TrialsFailed(
+            f"{len(results.errors)} trial(s) failed after {config.resources.max_failures} "
+            f"restarts; first error: {results.errors[0]}; rerun the same command to retry them"
+        )
+    unfinished = catalog.unwritten(catalog_path)
+    if unfinished:  # Tune stopped early (Ctrl+C, SIGUSR1) without an error
+        raise Interrupted(f"{len(unfinished)} batch levels not trained yet")
+
+    started = time.perf_counter()
+    record["catalog"] = {"path": catalog_path, **catalog.finalize(catalog_path)}
+    timings["catalog_s"] = round(time.perf_counter() - started, 1)
+    record.update(state="complete", finished=now())
+
+
+def _tuner(config: ExperimentConfig, root: str, catalog_path: str, splits: Splits) -> tune.Tuner:
+    """The Tune run of this experiment: restored when it exists (finished trials kept)."""
+    resources = config.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_batch, splits=splits, experiment=to_dict(config), catalog_path=catalog_path
+        ),
+        {"cpu": resources.cpus_per_actor, "gpu": resources.gpus_per_actor, **resources.custom},
+    )
+    tune_dir = posixpath.join(root, "tune")
+    if tune.Tuner.can_restore(tune_dir):
+        return tune.Tuner.restore(tune_dir, trainable, resume_errored=True)
+    batches = max(batch.index for batch in catalog.plan(config.catalog_spec())) + 1
+    param_space = {
+        "architecture": tune.grid_search(
+            [catalog.architecture_name(h) for h in config.hidden_sizes]
+        ),
+        "batch": tune.grid_search(list(range(batches))),
+    }
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=root,
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+            # two, not one: on each new checkpoint Tune deletes the older ones beyond this
+            # number before it saves the experiment state naming the new one; a driver killed
+            # in between left a state naming a deleted checkpoint (seen once in CI). With two,
+            # the checkpoint the last saved state names is still there, unless a trial
+            # checkpointed twice since that state was saved (levels take longer than Tune's
+            # state-saving period)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=1,
+        ),
+    )
