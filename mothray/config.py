@@ -56,6 +56,8 @@ __all__ = [
 
 Model = TypeVar("Model", bound=BaseModel)
 DATASETS_DIR = "datasets"  # in an experiment storage, next to the experiments
+# s of flight per trajectory: about 1,500 integrator steps, within its budget of 5,000
+MAX_DURATION = 1.0
 RESERVED_RESOURCES = ("cpu", "gpu", "memory", "object_store_memory", "custom_resources")
 
 
@@ -148,10 +150,25 @@ class SimulationConfig(Section):
     train: Positive = 10_000_000
     test: Positive = 5_000_000
     seed: Annotated[Integer, Field(ge=0)] = 0
-    chunk: Positive = Field(100_000, description="trajectories per Ray task and per Zarr chunk")
+    chunk: Positive = Field(
+        100_000,
+        description="trajectories per Ray task and per Zarr chunk; at most the larger split",
+    )
     body_scale: PositiveNumber = 1.0
-    duration: PositiveNumber = Field(0.02, description="seconds of flight per trajectory")
+    duration: Annotated[PositiveNumber, Field(le=MAX_DURATION)] = Field(
+        0.02, description="seconds of flight per trajectory (the study: 0.02)"
+    )
     sampling: SamplingConfig = SamplingConfig()
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> SimulationConfig:
+        """A chunk is a Zarr chunk of every column: one far beyond the rows costs its size."""
+        if self.chunk > max(self.train, self.test):
+            raise ValueError(
+                f"chunk: must be at most the larger split's trajectories"
+                f" ({max(self.train, self.test)}), got {self.chunk}"
+            )
+        return self
 
 
 class TrainingConfig(Section):
@@ -264,10 +281,26 @@ class ExperimentConfig(Section):
     catalog: CatalogConfig = CatalogConfig()
 
     @model_validator(mode="after")
-    def _seeds_fit(self) -> ExperimentConfig:
-        last = self.seed + self.networks * len(self.hidden_sizes) - 1
-        if last >= 2**32:
-            raise ValueError(f"seed: network seeds must stay below 2**32, the last would be {last}")
+    def _fits_together(self) -> ExperimentConfig:
+        """Rules between sections, each naming the field to change."""
+        problems = []
+        architectures = len(self.hidden_sizes)
+        most = (2**32 - self.seed) // architectures
+        if self.networks > most:
+            problems.append(
+                f"networks: network i gets seed {self.seed} + i, below 2**32: at most {most}"
+                f" per architecture ({architectures}) from seed {self.seed}, got {self.networks}"
+            )
+        train = self.simulation.train
+        rows = train - round(self.training.validation_fraction * train)
+        if self.training.batch_size > rows:
+            problems.append(
+                f"training.batch_size: must be at most the training rows the dataset gives"
+                f" ({rows}: simulation.train less training.validation_fraction),"
+                f" got {self.training.batch_size}"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -305,8 +338,8 @@ def _problems(error: Mapping[str, Any], cls: type[BaseModel], prefix: tuple) -> 
         lines = []
         for message in str(error.get("ctx", {}).get("error", error["msg"])).splitlines():
             field, _, rest = message.partition(": ")
-            if re.fullmatch(r"\w+", field) and rest:  # a rule between fields, naming its field
-                lines.append(f"{_location((*prefix, *loc, field))}: {rest}")
+            if re.fullmatch(r"[\w.]+", field) and rest:  # a rule between fields, naming one
+                lines.append(f"{_location((*prefix, *loc, *field.split('.')))}: {rest}")
             else:
                 lines.append(f"{where}: {message}, got {value!r}")
         return lines
@@ -326,6 +359,7 @@ def _problems(error: Mapping[str, Any], cls: type[BaseModel], prefix: tuple) -> 
         "greater_than": f"must be > {context.get('gt', 0):g}, got {value!r}",
         "greater_than_equal": f"must be >= {context.get('ge', 0):g}, got {value!r}",
         "less_than": f"must be < {context.get('lt', 0):g}, got {value!r}",
+        "less_than_equal": f"must be <= {context.get('le', 0):g}, got {value!r}",
         "literal_error": f"must be one of {context.get('expected')}, got {value!r}",
         "too_short": f"must be a non-empty list, got {value!r}",
         "tuple_type": f"must be a non-empty list, {got}",
@@ -343,10 +377,14 @@ def _section_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
 
 
 def _location(parts: tuple[Any, ...]) -> str:
-    """('training', 'hidden', 1) as training.hidden[1]; the whole config as `config`."""
+    """('training', 'hidden', 1) as training.hidden[1], a key that is not a name as ['a b'];
+    the whole config as `config`."""
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
     return text or "config"
 
 
@@ -397,18 +435,43 @@ def preset_path(preset: str | Path) -> Path:
     return path
 
 
+def _unique_key_loader() -> type:
+    """yaml's SafeLoader, refusing a mapping that names a key twice (it would keep the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # an unhashable key: SafeLoader refuses it itself
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment preset (a file, or a preset's name)."""
     import yaml
 
     path = preset_path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_unique_key_loader())  # noqa: S506
     except OSError as err:
         presets = ", ".join(sorted(preset.stem for preset in presets_dir().glob("*.yaml")))
         raise ConfigError(
             f"{path}: cannot read: {err.strerror} (presets by name: {presets})"
         ) from err
+    except yaml.MarkedYAMLError as err:  # where and what, without yaml's excerpt of the text
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {err.problem}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from err
     try:

@@ -49,6 +49,7 @@ from mothray.data.store import (
     DatasetSummary,
     chunks,
     create,
+    done_chunks,
     mark_complete,
     open_zarr,
     pending_chunks,
@@ -135,8 +136,10 @@ def simulate(
 def _check_location(out: str, config: SimulationConfig) -> None:
     """Refuse, before anything is written, a location that cannot hold this dataset.
 
-    Fine: a new or empty location, or a store of the same config. Refused: an unwritable local
-    path, an unsupported URL, anything else already there, a store of another config.
+    Fine: a new or empty location, a store of the same config, or a store of another config
+    that holds no done chunk (it is removed: it holds no work). Refused: an unwritable local
+    path, an unsupported URL, anything else already there, a store of another config with
+    done chunks.
     """
     try:
         fs, path = fsspec.core.url_to_fs(out)
@@ -153,7 +156,9 @@ def _check_location(out: str, config: SimulationConfig) -> None:
         )
     wanted = dataset_identity(config)
     differences = config_differences({key: stored.get(key) for key in wanted}, wanted)
-    if differences:
+    if differences and not done_chunks(out):
+        fs.rm(path, recursive=True)
+    elif differences:
         raise DatasetError(
             f"{out} holds a dataset of another configuration: {'; '.join(differences)}; "
             "use another output path or delete it"

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mothray.config import (
@@ -101,8 +103,8 @@ def test_shipped_presets_load_by_name():
 
 
 def test_defaults_apply_to_missing_keys(tmp_path):
-    config = load_text(tmp_path, "name: x\nsimulation:\n  train: 100\n")
-    assert config.simulation == SimulationConfig(train=100)
+    config = load_text(tmp_path, "name: x\nsimulation:\n  train: 1000\n")
+    assert config.simulation == SimulationConfig(train=1000)
     assert config.simulation.sampling.ranges() == SamplingRanges()
 
 
@@ -344,3 +346,90 @@ def test_the_schema_validates_the_presets_as_pydantic_does(tmp_path):
             jsonschema.validate(bad, schema)
         with pytest.raises(ConfigError):
             parse(ExperimentConfig, bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nname: y\n", "invalid YAML at line 2, column 1: duplicate key 'name'"),
+        ("name: x\ntraining:\n  hidden: [4]\n  hidden: [8]\n", "column 3: duplicate key 'hidden'"),
+        (
+            "name: x\nnetworks: 4294967297\n",
+            "networks: network i gets seed 0 + i, below 2**32: at most 4294967296 per"
+            " architecture (1) from seed 0, got 4294967297",
+        ),
+        (
+            "name: x\nseed: 4294967000\nnetworks: 200\narchitectures: [[4], [8]]\n",
+            "networks: network i gets seed 4294967000 + i, below 2**32: at most 148 per"
+            " architecture (2) from seed 4294967000, got 200",
+        ),
+        (
+            "name: x\nsimulation: {train: 100, test: 50, chunk: 500}\n",
+            "simulation.chunk: must be at most the larger split's trajectories (100), got 500",
+        ),
+        ("name: x\nsimulation: {duration: 1.0e+300}\n", "simulation.duration: must be <= 1"),
+        (
+            "name: x\nsimulation: {train: 100, test: 50, chunk: 50}\ntraining: {batch_size: 81}\n",
+            "training.batch_size: must be at most the training rows the dataset gives (80:"
+            " simulation.train less training.validation_fraction), got 81",
+        ),
+    ],
+)
+def test_inputs_that_cannot_run_are_refused_naming_the_field(tmp_path, text, message):
+    """Relations between fields, checked before anything starts, not found out late."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, text)
+
+
+def test_the_largest_inputs_that_can_run_load(tmp_path):
+    text = (
+        "name: x\nseed: 4294967000\nnetworks: 148\narchitectures: [[4], [8]]\n"
+        "simulation: {train: 100, test: 50, chunk: 100, duration: 1.0}\n"
+        "training: {batch_size: 80}\n"
+    )
+    config = load_text(tmp_path, text)
+    assert config.seed + config.networks * len(config.hidden_sizes) - 1 < 2**32
+
+
+KEY = r"\[(?:\d+|'[^']*'|\"[^\"]*\")\]"  # an index, or a key that is not a name
+FIELD_LINE = re.compile(rf"^(config|(?:[A-Za-z_]\w*|{KEY})(?:\.\w+|{KEY})*): \S", re.ASCII)
+TEXT = st.text(st.characters(exclude_characters="'\"\\", codec="utf-8"), max_size=4)
+SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40)
+SCALARS |= st.floats() | TEXT
+
+
+def plausible_values():
+    """Scalars, lists of them and small mappings: what YAML can hand the loader."""
+    return st.recursive(
+        SCALARS,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(sorted(FIELD_NAMES)) | TEXT, inner)
+        ),
+        max_leaves=12,
+    )
+
+
+FIELD_NAMES = {
+    name
+    for model in (ExperimentConfig, SimulationConfig, SamplingConfig, TrainingConfig)
+    for name in model.model_fields
+} | {"networks_per_actor", "gpus_per_actor", "cpus_per_actor", "custom", "weights"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(st.sampled_from(sorted(FIELD_NAMES)) | TEXT, plausible_values()).map(
+        lambda data: {"name": "x", **data}
+    )
+    | plausible_values()
+)
+def test_any_data_loads_or_is_refused_a_line_per_field(data):
+    """Whatever YAML gives: a valid config, or a ConfigError whose every line names a field."""
+    try:
+        config = parse(ExperimentConfig, data)
+    except ConfigError as err:
+        lines = str(err).splitlines()
+        assert lines and all(FIELD_LINE.match(line) for line in lines), lines
+    else:
+        assert parse(ExperimentConfig, to_dict(config)) == config

@@ -7,6 +7,7 @@ killed, a trial's worker killed) must reach exactly its catalog.
 import json
 import os
 import pickletools
+import posixpath
 import re
 import signal
 import socket
@@ -31,10 +32,12 @@ from helpers import (
 )
 
 from mothray import catalog
-from mothray.config import load_experiment
+from mothray.config import load_experiment, to_dict
 from mothray.experiment import ExperimentError, cluster, main, run, trainable
+from mothray.experiment.record import open_record
 from mothray.results import trials
 from mothray.simulate import dataset_id
+from mothray.storage import write_json
 
 
 def levels_done(path: str) -> np.ndarray:
@@ -301,6 +304,14 @@ BAD_CONFIGS = [
     ("training: {threshold: 0}\n", "training.threshold: must be > 0"),
     ("training: {threshold: -0.001}\n", "training.threshold: must be > 0"),
     ("resources: {networks_per_actor: 0}\n", "resources.networks_per_actor: must be > 0"),
+    ("networks: 4\nnetworks: 8\n", "line 3, column 1: duplicate key 'networks'"),
+    ("networks: 4294967297\n", "networks: network i gets seed 0 + i, below 2**32"),
+    ("simulation: {train: 100, test: 10, chunk: 500}\n", "simulation.chunk: must be at most"),
+    ("simulation: {duration: 1.0e+300}\n", "simulation.duration: must be <= 1, got 1e+300"),
+    (
+        "simulation: {train: 100, test: 10, chunk: 10}\ntraining: {batch_size: 128}\n",
+        "training.batch_size: must be at most the training rows the dataset gives (80",
+    ),
 ]
 
 
@@ -431,6 +442,20 @@ def test_resume_of_a_missing_experiment_exits_2(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "no experiment" in result.stderr
+
+
+def test_a_record_without_trained_work_never_blocks_a_corrected_config(tmp_path):
+    """A run that failed before training (in the dataset stage) leaves a record of a config
+    that is replaced; once Tune's trials or a catalog exist, another config is refused."""
+    root = str(tmp_path / "x")
+    failed = load_experiment(SMOKE)
+    write_json(posixpath.join(root, "experiment.json"), open_record(root, failed, resume=False))
+    corrected = failed.model_copy(update={"seed": 1})
+    assert open_record(root, corrected, resume=False)["config"] == to_dict(corrected)
+    assert open_record(root, failed, resume=True)["config"] == to_dict(failed)
+    (tmp_path / "x" / "tune").mkdir()
+    with pytest.raises(ExperimentError, match="seed is 0 in the store, 1 now"):
+        open_record(root, corrected, resume=False)
 
 
 def test_another_config_under_the_same_name_is_refused(reference_run):

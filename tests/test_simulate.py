@@ -21,7 +21,7 @@ from mothray import __version__, moth
 from mothray.config import SimulationConfig
 from mothray.data import store
 from mothray.data.store import Chunk, DatasetError, summary
-from mothray.simulate import compute_chunk, simulate
+from mothray.simulate import compute_chunk, dataset_identity, simulate
 
 CONFIG = SimulationConfig(train=2400, test=600, chunk=200, seed=7)
 SPLITS = {"train": 0, "test": 1}
@@ -237,6 +237,20 @@ def test_store_of_another_config_is_refused(dataset):
     assert summary(dataset).complete
 
 
+def test_a_store_of_another_config_without_done_chunks_is_replaced(
+    ray_cluster, reference, tmp_path
+):
+    """A store whose run failed before any chunk was done holds no work: it never blocks the
+    corrected config."""
+    out = str(tmp_path / "store")
+    failed = CONFIG.model_copy(update={"duration": 0.5})
+    counts = {"train": failed.train, "test": failed.test}
+    store.create(out, dataset_identity(failed), counts, failed.chunk)
+    assert simulate(CONFIG, out, progress=False) == out
+    assert summary(out).complete
+    assert_identical(out, reference)
+
+
 def test_cli_on_a_complete_store_prints_the_summary(dataset):
     result = subprocess.run([*CLI, *CONFIG_FLAGS, "--out", dataset], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -250,6 +264,7 @@ def test_cli_on_a_complete_store_prints_the_summary(dataset):
         (["--train", "0"], None, "simulation.train: must be > 0"),
         (["--test", "-5"], None, "simulation.test: must be > 0"),
         (["--chunk", "0"], None, "simulation.chunk: must be > 0"),
+        (["--chunk", "50"], None, "simulation.chunk: must be at most the larger split's"),
         (["--body-scale", "nan"], None, "simulation.body_scale: must be a finite number"),
         ([], "simulation:\n  sampling:\n    xdot: [10, -10]", "simulation.sampling.xdot"),
         ([], "simulation:\n  sampling:\n    force: [0, .inf]", "simulation.sampling.force"),
@@ -257,7 +272,18 @@ def test_cli_on_a_complete_store_prints_the_summary(dataset):
     ],
 )
 def test_cli_rejects_bad_input_with_status_2(tmp_path, flags, yaml, message):
-    args = [*CLI, "--train", "10", "--test", "10", *flags, "--out", str(tmp_path / "store")]
+    args = [
+        *CLI,
+        "--train",
+        "10",
+        "--test",
+        "10",
+        "--chunk",
+        "10",
+        *flags,
+        "--out",
+        str(tmp_path / "store"),
+    ]
     if yaml is not None:
         (tmp_path / "x.yaml").write_text(f"name: x\n{yaml}\n")
         args += ["--config", str(tmp_path / "x.yaml")]
@@ -268,12 +294,15 @@ def test_cli_rejects_bad_input_with_status_2(tmp_path, flags, yaml, message):
 def test_cli_rejects_an_unwritable_output_path(tmp_path):
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "store"
-    assert_refused([*CLI, "--train", "10", "--test", "10", "--out", str(out)], "is not a directory")
+    assert_refused(
+        [*CLI, "--train", "10", "--test", "10", "--chunk", "10", "--out", str(out)],
+        "is not a directory",
+    )
 
 
 def test_cli_rejects_a_directory_that_is_not_a_store(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    args = [*CLI, "--train", "10", "--test", "10", "--out", str(tmp_path)]
+    args = [*CLI, "--train", "10", "--test", "10", "--chunk", "10", "--out", str(tmp_path)]
     assert_refused(args, "is not a mothray simulation store")
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 

@@ -137,6 +137,15 @@ def stored_attributes(out: str) -> dict[str, Any]:
         return {}
 
 
+def done_chunks(out: str) -> int:
+    """How many chunks of the store at `out` are marked done; 0 for one never filled."""
+    try:
+        root = open_zarr(out, "r")
+        return sum(int(np.count_nonzero(root[split]["chunk_done"][:])) for split in SPLITS)
+    except (KeyError, OSError, ValueError):  # created only in part, or not a store at all
+        return 0
+
+
 def pending_chunks(root: zarr.Group) -> list[Chunk]:
     """The chunks not yet marked done, train first."""
     pending = []

@@ -9,6 +9,9 @@ import platform
 import posixpath
 from typing import Any
 
+import fsspec
+
+from mothray import catalog
 from mothray.config import ExperimentConfig, parse, to_dict
 from mothray.experiment.errors import ExperimentError
 from mothray.records import config_differences
@@ -19,24 +22,35 @@ RECORD_NAME = "experiment.json"
 
 
 def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, Any]:
-    """experiment.json's data: the stored record if this config continues it, else a new one."""
+    """experiment.json's data: the stored record if this config continues it, else a new one.
+
+    A record of another config is refused while the experiment holds trained work (Tune's
+    trials, a catalog); one that holds none (a run that failed before training) is replaced.
+    """
     stored = _stored_record(root, required=resume)
-    if stored is None:
-        return {
-            "name": config.name,
-            "state": "new",
-            "config": to_dict(config),
-            "started": now(),
-            "finished": None,
-            "sessions": [],  # per run of the command: start, package versions, stage timings
-        }
-    differences = config_differences(stored["config"], to_dict(config))
-    if differences:
-        raise ExperimentError(
-            f"experiment {config.name!r} at {root} was started with another config "
-            f"({'; '.join(differences)}); resume it as it was, or choose another --name"
-        )
-    return stored
+    if stored is not None:
+        differences = config_differences(stored["config"], to_dict(config))
+        if not differences:
+            return stored
+        if _holds_work(root):
+            raise ExperimentError(
+                f"experiment {config.name!r} at {root} was started with another config "
+                f"({'; '.join(differences)}); resume it as it was, or choose another --name"
+            )
+    return {
+        "name": config.name,
+        "state": "new",
+        "config": to_dict(config),
+        "started": now(),
+        "finished": None,
+        "sessions": [],  # per run of the command: start, package versions, stage timings
+    }
+
+
+def _holds_work(root: str) -> bool:
+    """Whether an experiment directory holds trained work: Tune's trials or a catalog."""
+    fs, path = fsspec.core.url_to_fs(root)
+    return any(fs.exists(posixpath.join(path, name)) for name in ("tune", catalog.STORE_NAME))
 
 
 def stored_config(storage: str, name: str) -> ExperimentConfig:
