@@ -20,21 +20,52 @@ from rich.console import Console
 from rich.table import Table
 
 from mothray import catalog
-from mothray.config import ExperimentConfig, parse
+from mothray.config import ConfigError, ExperimentConfig, parse
 from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
 
+RECORD_NAME = "experiment.json"  # in an experiment's directory
+RECORD_KEYS = {"name", "state", "config", "sessions"}
 BAR_WIDTH = 12  # the tables fit an 80-column terminal
 CATALOG_COLUMNS = ("sparsity", "optimal", "", "steps", "test q25", "median", "q75")
 # per trial, of its last level: median steps, median train and test MSE, networks under threshold
 TRIAL_COLUMNS = ("status", "batch", "level", "steps", "train MSE", "test MSE", "under")
 
 
-def experiments(storage: str) -> list[dict[str, Any]]:
-    """experiment.json of every experiment directly under `storage`, by name."""
-    records = [
-        read_json(posixpath.join(entry, "experiment.json")) for entry in children(absolute(storage))
-    ]
-    return [record for record in records if record is not None]
+class RecordError(Exception):
+    """An experiment.json that is not an experiment's record (damaged, or written by hand)."""
+
+
+def read_record(root: str) -> dict[str, Any] | None:
+    """The experiment.json of the experiment at `root`, checked; None when there is none."""
+    path = posixpath.join(root, RECORD_NAME)
+    try:
+        record = read_json(path)
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise RecordError(f"{path}: not an experiment record: {err}") from None
+    if record is None:
+        return None
+    missing = RECORD_KEYS - set(record) if isinstance(record, dict) else RECORD_KEYS
+    if missing:
+        raise RecordError(f"{path}: not an experiment record: no {', '.join(sorted(missing))}")
+    try:
+        parse(ExperimentConfig, record["config"])
+    except ConfigError as err:
+        raise RecordError(f"{path}: its config is not valid: {str(err).splitlines()[0]}") from None
+    return record
+
+
+def experiments(storage: str) -> list[tuple[str, dict[str, Any] | RecordError]]:
+    """(directory, experiment.json or why it cannot be read) of every experiment directly
+    under `storage`, by name."""
+    found = []
+    for entry in children(absolute(storage)):
+        try:
+            record = read_record(entry)
+        except RecordError as err:
+            record = err
+        if record is not None:
+            found.append((entry, record))
+    return found
 
 
 def trials(root: str) -> list[dict[str, Any]]:
@@ -82,7 +113,12 @@ def print_experiments(storage: str, console: Console) -> None:
     table = Table(title=f"experiments in {absolute(storage)}")
     for column in ("name", "state", "networks", "architectures", "started", "finished"):
         table.add_column(column)
-    for record in experiments(storage):
+    unreadable = []
+    for root, record in experiments(storage):
+        if isinstance(record, RecordError):
+            table.add_row(posixpath.basename(root), "unreadable", *[""] * 4)
+            unreadable.append(str(record))
+            continue
         config = parse(ExperimentConfig, record["config"])
         table.add_row(
             record["name"],
@@ -93,11 +129,13 @@ def print_experiments(storage: str, console: Console) -> None:
             record.get("finished") or "",
         )
     console.print(table)
+    for reason in unreadable:
+        console.print(f"unreadable: {reason}", soft_wrap=True)
 
 
 def print_experiment(root: str, console: Console) -> None:
     """An experiment's state, dataset, trial table and, once complete, catalog summary."""
-    record = read_json(posixpath.join(root, "experiment.json"))
+    record = read_record(root)
     console.print(f"[bold]{record['name']}[/bold] at {root}: {record['state']}")
     if "dataset" in record:
         counts = record["dataset"]
@@ -200,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         print_experiments(storage, console)
         return 0
     for root in (absolute(args.experiment), experiment_dir(storage, args.experiment)):
-        if read_json(posixpath.join(root, "experiment.json")) is not None:
-            print_experiment(root, console)
-            return 0
+        try:
+            if read_record(root) is not None:
+                print_experiment(root, console)
+                return 0
+        except RecordError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(f"error: no experiment {args.experiment!r} (as a path, or in {storage})", file=sys.stderr)
     return 2
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import ray
+
+ANSWER_TIMEOUT_S = 15  # for a cluster address to accept a connection
 
 
 @contextmanager
@@ -20,11 +23,30 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    check_answers(target)
+    ray.init(address=target)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def check_answers(address: str, timeout: float = ANSWER_TIMEOUT_S) -> None:
+    """Refuse, within `timeout` seconds, a cluster address ("host:port", "ray://host:port")
+    that nothing answers on: ray.init would wait for it without end. Names Ray resolves
+    itself ("local", "auto") pass."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConnectionError(
+            f"Ray address {address}: no cluster answers within {timeout:g} s"
+            f" ({err.strerror or type(err).__name__}); check --address or RAY_ADDRESS"
+        ) from None
 
 
 @functools.cache

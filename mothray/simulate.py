@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +57,7 @@ from mothray.data.store import (
 )
 from mothray.records import config_differences
 from mothray.session import ray_session, single_xla_thread
+from mothray.storage import writable_problem
 
 MAX_RETRIES = 3  # Ray retries of a chunk whose worker died
 
@@ -144,7 +144,9 @@ def _check_location(out: str, config: SimulationConfig) -> None:
     try:
         fs, path = fsspec.core.url_to_fs(out)
         if isinstance(fs, LocalFileSystem):
-            _check_writable(Path(path), out)
+            problem = writable_problem(Path(path))
+            if problem:
+                raise DatasetError(f"cannot write {out}: {problem}")
         if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path)):
             return
     except (ImportError, ValueError, OSError) as err:
@@ -163,15 +165,6 @@ def _check_location(out: str, config: SimulationConfig) -> None:
             f"{out} holds a dataset of another configuration: {'; '.join(differences)}; "
             "use another output path or delete it"
         )
-
-
-def _check_writable(path: Path, out: str) -> None:
-    """A local store path must be, or be creatable inside, a writable directory."""
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise DatasetError(f"cannot write {out}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DatasetError(f"cannot write {out}: {existing} is not writable")
 
 
 def dataset_identity(config: SimulationConfig) -> dict[str, Any]:

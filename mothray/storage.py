@@ -26,6 +26,16 @@ def absolute(location: str) -> str:
     return location if "://" in location else str(Path(location).expanduser().resolve())
 
 
+def writable_problem(path: Path) -> str | None:
+    """Why a local directory `path` cannot be used (or created) for writing, or None."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def read_json(path: str) -> Any:
     """A JSON file's data, or None when it does not exist."""
     fs, location = fsspec.core.url_to_fs(path)

@@ -492,3 +492,95 @@ def test_results_lists_experiments_and_shows_the_catalog(reference_run):
         capture_output=True, text=True,
     )  # fmt: skip
     assert missing.returncode == 2
+
+
+def one_line_refusal(args: list[str], timeout: float = 60) -> str:
+    """Run a command line that must be refused: exit 2 and one line on stderr, which it returns."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_storage_that_is_a_file_is_refused_before_ray_starts(tmp_path):
+    (tmp_path / "file").write_text("")
+    storage = tmp_path / "file" / "runs"
+    line = one_line_refusal([*CLI, "--config", str(SMOKE), "--storage", str(storage)])
+    assert line == f"error: --storage {storage}: {tmp_path / 'file'} is not a directory"
+
+
+def test_an_address_that_does_not_answer_is_refused_at_once(tmp_path):
+    (port,) = free_ports(1)  # nothing listens there
+    started = time.monotonic()
+    args = [*CLI, "--config", str(SMOKE), "--storage", str(tmp_path / "runs")]
+    line = one_line_refusal([*args, "--address", f"127.0.0.1:{port}"])
+    assert f"Ray address 127.0.0.1:{port}: no cluster answers within 15 s" in line
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_damaged_record_is_one_line_and_the_others_stay_browsable(tmp_path):
+    storage = tmp_path / "runs"
+    good = load_experiment(SMOKE)
+    root = str(storage / "smoke")
+    write_json(f"{root}/experiment.json", open_record(root, good, resume=False))
+    (storage / "broken").mkdir()
+    (storage / "broken" / "experiment.json").write_text('{"name": "broken", "sta')
+    (storage / "stranger").mkdir()
+    (storage / "stranger" / "experiment.json").write_text('{"name": "stranger"}')
+    listing = subprocess.run(
+        [sys.executable, "-m", "mothray.results", "--storage", str(storage)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if "│" in line}
+    assert "new" in rows["smoke"] and "unreadable" in rows["broken"]
+    assert "unreadable" in rows["stranger"]
+    assert f"unreadable: {storage / 'broken' / 'experiment.json'}: not an experiment record" in (
+        listing.stdout
+    )
+    shown = [sys.executable, "-m", "mothray.results", "broken", "--storage", str(storage)]
+    line = one_line_refusal(shown)
+    assert line.startswith(f"error: {storage / 'broken' / 'experiment.json'}: not an experiment")
+    rerun = [*CLI, "--config", str(SMOKE), "--name", "stranger", "--storage", str(storage)]
+    assert one_line_refusal(rerun).endswith("not an experiment record: no config, sessions, state")
+
+
+def test_the_record_is_browsable_from_the_first_stage(tmp_path):
+    """mothray.results shows an experiment while its dataset is still being simulated."""
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen(
+        [*CLI, "--config", str(SMOKE), "--storage", str(storage)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        record = storage / "smoke" / "experiment.json"
+        wait_for(record.exists, timeout=120)
+        assert "dataset" not in json.loads(record.read_text())  # still in the dataset stage
+        shown = subprocess.run(
+            [sys.executable, "-m", "mothray.results", "smoke", "--storage", str(storage)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert "smoke" in shown.stdout and "running" in shown.stdout
+    finally:
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=120)
+
+
+def test_a_failed_trial_is_one_line_with_its_log(ray_cluster, tmp_path):
+    """What a trial that fails for good is reported as: no worker traceback, no colours."""
+    from ray import tune
+
+    from mothray.experiment.stages import trial_failure
+
+    def fails(config):
+        raise ZeroDivisionError("no steps\nat this level")
+
+    run_config = tune.RunConfig(storage_path=str(tmp_path), name="failing", verbose=0)
+    (result,) = tune.Tuner(fails, run_config=run_config).fit()
+    line = trial_failure(result)
+    log = Path(result.path) / "error.txt"
+    assert line == f"ZeroDivisionError: no steps at this level (full log: {log})"
+    assert log.is_file() and "ZeroDivisionError" in log.read_text()

@@ -12,6 +12,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mothray.config import ExperimentConfig
 from mothray.experiment.errors import ExperimentError
+from mothray.storage import writable_problem
 
 
 def check_cluster(config: ExperimentConfig) -> None:
@@ -82,6 +83,15 @@ def launcher_node_types(path: Path) -> list[dict[str, float]]:
         for node_type in node_types.values()
         if node_type.get("max_workers", 0) > 0
     ]
+
+
+def check_storage(storage: str) -> None:
+    """Refuse a local storage that is a file or cannot be created, before Ray starts."""
+    if "://" in storage:
+        return
+    problem = writable_problem(Path(storage).expanduser().resolve())
+    if problem:
+        raise ExperimentError(f"--storage {storage}: {problem}")
 
 
 def check_shared(root: str) -> None:

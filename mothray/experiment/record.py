@@ -15,10 +15,10 @@ from mothray import catalog
 from mothray.config import ExperimentConfig, parse, to_dict
 from mothray.experiment.errors import ExperimentError
 from mothray.records import config_differences
-from mothray.storage import experiment_dir, read_json
+from mothray.results import read_record
+from mothray.storage import experiment_dir
 
 PACKAGES = ("mothray", "ray", "jax", "jaxlib", "optax", "numpy", "zarr", "pandas")
-RECORD_NAME = "experiment.json"
 
 
 def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def stored_config(storage: str, name: str) -> ExperimentConfig:
 
 def _stored_record(root: str, *, required: bool) -> dict[str, Any] | None:
     """experiment.json at `root`, None if there is none; `required` refuses its absence."""
-    stored = read_json(posixpath.join(root, RECORD_NAME))
+    stored = read_record(root)
     if stored is None and required:
         raise ExperimentError(f"--resume: there is no experiment at {root}")
     return stored

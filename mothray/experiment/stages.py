@@ -4,6 +4,7 @@ networks) and the catalog, recorded in experiment.json as each completes."""
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 from typing import Any
 
@@ -12,13 +13,16 @@ from ray import tune
 from mothray import catalog
 from mothray.config import DATASETS_DIR, ExperimentConfig, to_dict
 from mothray.data import Splits, load
-from mothray.experiment.cluster import check_cluster, check_shared
+from mothray.experiment.cluster import check_cluster, check_shared, check_storage
 from mothray.experiment.errors import Interrupted, TrialsFailed
-from mothray.experiment.record import RECORD_NAME, now, open_record, versions
+from mothray.experiment.record import now, open_record, versions
 from mothray.experiment.trainable import train_batch
+from mothray.results import RECORD_NAME
 from mothray.session import ray_session
 from mothray.simulate import dataset_id, simulate
 from mothray.storage import absolute, experiment_dir, write_json
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in Ray's error text
 
 
 def run(
@@ -31,11 +35,13 @@ def run(
 ) -> dict[str, Any]:
     """Run, or continue, an experiment to its finalized catalog; returns experiment.json's data.
 
-    Refused before anything starts (ConfigError, ExperimentError): an invalid config, a name
-    already used by another config, `resume` of an experiment that does not exist, resources
+    Refused before anything starts (ConfigError, ExperimentError): an invalid config, a
+    storage that is a file or cannot be created, a name already used by another config,
+    `resume` of an experiment that does not exist, a cluster that does not answer, resources
     the cluster lacks, local storage that the cluster's nodes do not share. A run that stops
     early is recorded as "failed" or "interrupted", never as "complete".
     """
+    check_storage(storage)
     root = experiment_dir(storage, config.name)
     record = open_record(root, config, resume)
     if record["state"] == "complete":
@@ -46,6 +52,7 @@ def run(
         session = {"started": now(), "versions": versions(), "timings": {}}
         record["sessions"].append(session)
         record["state"] = "running"
+        write_json(posixpath.join(root, RECORD_NAME), record)  # browsable from the start
         try:
             _stages(config, storage, root, record, session["timings"], progress)
         except (Interrupted, KeyboardInterrupt):
@@ -83,9 +90,10 @@ def _stages(
     results = _tuner(config, root, catalog_path, dataset.splits).fit()
     timings["training_s"] = round(time.perf_counter() - started, 1)
     if results.errors:
+        first = next(result for result in results if result.error is not None)
         raise TrialsFailed(
             f"{len(results.errors)} trial(s) failed after {config.resources.max_failures} "
-            f"restarts; first error: {results.errors[0]}; rerun the same command to retry them"
+            f"restarts; first: {trial_failure(first)}; rerun the same command to retry them"
         )
     unfinished = catalog.unwritten(catalog_path)
     if unfinished:  # Tune stopped early (Ctrl+C, SIGUSR1) without an error
@@ -95,6 +103,15 @@ def _stages(
     record["catalog"] = {"path": catalog_path, **catalog.finalize(catalog_path)}
     timings["catalog_s"] = round(time.perf_counter() - started, 1)
     record.update(state="complete", finished=now())
+
+
+def trial_failure(result: tune.Result) -> str:
+    """A failed trial in one line: the error's type and message (without Ray's worker
+    traceback or terminal colours), and the file that holds its full log."""
+    cause = getattr(result.error, "cause", None) or result.error
+    message = " ".join(ANSI_ESCAPE.sub("", str(cause)).split())
+    log = posixpath.join(result.path, "error.txt")
+    return f"{type(cause).__name__}: {message} (full log: {log})"
 
 
 def _tuner(config: ExperimentConfig, root: str, catalog_path: str, splits: Splits) -> tune.Tuner:
