@@ -134,6 +134,8 @@ def test_rerun_of_a_complete_experiment_recomputes_nothing(reference_run):
 
 
 def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference_run, tmp_path):
+    """A second driver meanwhile is refused; the killed one's lease is taken over by the rerun,
+    which reaches the catalog of an uninterrupted run."""
     config_path = write_config(tmp_path / "config.yaml", CONFIG)
     storage = tmp_path / "runs"
     catalog_path = str(storage / CONFIG.name / "catalog.zarr")
@@ -144,10 +146,16 @@ def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
+        wait_for((storage / CONFIG.name / "driver.lease").exists, timeout=120)
+        # one driver per experiment: a second is refused at once, naming the first
+        second = one_line_refusal([*command, "--address", ray_cluster], timeout=120)
+        assert f"another driver runs this experiment: pid {driver.pid} on" in second
         wait_for(lambda: _finished_and_checkpointed(storage), timeout=300)
     finally:
         driver.kill()
         driver.wait()
+    record = json.loads((storage / CONFIG.name / "experiment.json").read_text())
+    assert len(record["sessions"]) == 1  # the refused driver wrote nothing
     finished = {trial: _result_size(storage, trial) for trial in _terminated(storage)}
     # results are browsable while the experiment is unfinished
     browse = subprocess.run(
@@ -157,10 +165,13 @@ def test_killed_driver_then_resume_gives_the_same_catalog(ray_cluster, reference
     assert browse.returncode == 0 and "TERMINATED" in browse.stdout
     assert re.search("RUNNING|PENDING", browse.stdout)
     assert not levels_done(catalog_path).all(), "the run finished before the driver was killed"
+    lease = storage / CONFIG.name / "driver.lease"
+    assert json.loads(lease.read_text())["pid"] == driver.pid  # left by the killed driver
     resumed = subprocess.run(
         [*command, "--resume", "--address", ray_cluster], capture_output=True, text=True
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]  # its lease was taken over
+    assert not lease.exists()
     assert_same_catalog(catalog_path, reference_run[1]["catalog"]["path"])
     # finished trials were not run again: their result logs did not grow
     assert {trial: _result_size(storage, trial) for trial in finished} == finished
@@ -494,11 +505,15 @@ def test_results_lists_experiments_and_shows_the_catalog(reference_run):
     assert missing.returncode == 2
 
 
+RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO ")
+
+
 def one_line_refusal(args: list[str], timeout: float = 60) -> str:
-    """Run a command line that must be refused: exit 2 and one line on stderr, which it returns."""
+    """Run a command line that must be refused: exit 2 and one line on stderr (besides Ray's
+    own INFO lines when it connected first), which it returns."""
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not RAY_LOG.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     return lines[0]
 

@@ -22,6 +22,7 @@ from mothray.data.store import DatasetError
 from mothray.experiment.errors import ExperimentError, Interrupted, TrialsFailed
 from mothray.experiment.record import stored_config
 from mothray.experiment.stages import run
+from mothray.lease import LeaseHeld
 from mothray.results import RecordError, print_experiment
 from mothray.storage import default_storage, experiment_dir
 
@@ -90,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         config = _config_from_args(args, storage)
         run(config, storage, address=args.address, resume=args.resume)
         print_experiment(experiment_dir(storage, config.name), console)
-    except (ConfigError, ExperimentError, DatasetError, RecordError, ConnectionError) as err:
+    except (
+        ConfigError,
+        ExperimentError,
+        DatasetError,
+        RecordError,
+        LeaseHeld,
+        ConnectionError,
+    ) as err:
         print(error_lines(err), file=sys.stderr)
         return 2
     except (TrialsFailed, catalog.CatalogError) as err:

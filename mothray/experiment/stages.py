@@ -17,6 +17,7 @@ from mothray.experiment.cluster import check_cluster, check_shared, check_storag
 from mothray.experiment.errors import Interrupted, TrialsFailed
 from mothray.experiment.record import now, open_record, versions
 from mothray.experiment.trainable import train_batch
+from mothray.lease import lease
 from mothray.results import RECORD_NAME
 from mothray.session import ray_session
 from mothray.simulate import dataset_id, simulate
@@ -38,8 +39,9 @@ def run(
     Refused before anything starts (ConfigError, ExperimentError): an invalid config, a
     storage that is a file or cannot be created, a name already used by another config,
     `resume` of an experiment that does not exist, a cluster that does not answer, resources
-    the cluster lacks, local storage that the cluster's nodes do not share. A run that stops
-    early is recorded as "failed" or "interrupted", never as "complete".
+    the cluster lacks, local storage that the cluster's nodes do not share, an experiment
+    another live driver runs (LeaseHeld). A run that stops early is recorded as "failed" or
+    "interrupted", never as "complete".
     """
     check_storage(storage)
     root = experiment_dir(storage, config.name)
@@ -49,20 +51,32 @@ def run(
     with ray_session(address):
         check_cluster(config)
         check_shared(root)
-        session = {"started": now(), "versions": versions(), "timings": {}}
-        record["sessions"].append(session)
-        record["state"] = "running"
-        write_json(posixpath.join(root, RECORD_NAME), record)  # browsable from the start
-        try:
-            _stages(config, storage, root, record, session["timings"], progress)
-        except (Interrupted, KeyboardInterrupt):
-            record["state"] = "interrupted"
-            raise
-        except BaseException:
-            record["state"] = "failed"
-            raise
-        finally:
-            write_json(posixpath.join(root, RECORD_NAME), record)
+        with lease(root):
+            return _run_holding_lease(config, storage, root, resume, progress)
+
+
+def _run_holding_lease(
+    config: ExperimentConfig, storage: str, root: str, resume: bool, progress: bool
+) -> dict[str, Any]:
+    """The stages, by the one driver that holds the experiment's lease: the only writer of its
+    record, which it reads again now that no other driver can change it."""
+    record = open_record(root, config, resume)
+    if record["state"] == "complete":
+        return record
+    session = {"started": now(), "versions": versions(), "timings": {}}
+    record["sessions"].append(session)
+    record["state"] = "running"
+    write_json(posixpath.join(root, RECORD_NAME), record)  # browsable from the start
+    try:
+        _stages(config, storage, root, record, session["timings"], progress)
+    except (Interrupted, KeyboardInterrupt):
+        record["state"] = "interrupted"
+        raise
+    except BaseException:
+        record["state"] = "failed"
+        raise
+    finally:
+        write_json(posixpath.join(root, RECORD_NAME), record)
     return record
 
 
