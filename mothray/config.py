@@ -435,25 +435,27 @@ def preset_path(preset: str | Path) -> Path:
     return path
 
 
-def _unique_key_loader() -> type:
-    """yaml's SafeLoader, refusing a mapping that names a key twice (it would keep the last)."""
+def _duplicate_key(node: Any) -> Any:
+    """The first key node that repeats a key of its mapping, in a composed YAML node tree
+    (yaml.safe_load would keep the last value silently); None if there is none."""
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if not isinstance(key, str | int | float | bool):
-                    continue  # an unhashable key: SafeLoader refuses it itself
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
-                    )
-                seen.add(key)
-            return super().construct_mapping(node, deep)
-
-    return UniqueKeyLoader
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    return key
+                seen.add(key.value)
+            found = _duplicate_key(value)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item)
+            if found is not None:
+                return found
+    return None
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -462,7 +464,15 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
     path = preset_path(path)
     try:
-        data = yaml.load(Path(path).read_text(), Loader=_unique_key_loader())  # noqa: S506
+        text = Path(path).read_text()
+        data = yaml.safe_load(text)
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        if duplicate is not None:
+            mark = duplicate.start_mark
+            raise ConfigError(
+                f"{path}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}:"
+                f" duplicate key {duplicate.value!r}"
+            )
     except OSError as err:
         presets = ", ".join(sorted(preset.stem for preset in presets_dir().glob("*.yaml")))
         raise ConfigError(
