@@ -17,8 +17,13 @@ weights/<i>, biases/<i> at every level when `catalog.weights` is "all";
 optimal/{weights,biases,masks,bias_masks}/<i> (K_a, ...), each network at its optimal level
 (NaN / False if it has none), with optimal/level saying which level they hold; optimal_level
 (K_a,), -2 until finalized. The root attributes hold the experiment's identity (`Spec`) and
-the dataset's scaler. Plain Zarr v3 with Blosc compression and JSON metadata only, so zarr and
-pandas read it without mothray; mothray reads it without JAX.
+the dataset's scaler. Plain Zarr v3 with Blosc compression, a CRC32C checksum per chunk and
+JSON metadata only, so zarr and pandas read it without mothray; mothray reads it without JAX.
+
+Completeness is explicit (`mothray.data.integrity`): the chunks of a done level must exist, and
+so must every chunk once the catalog is complete (optimal/* are written whole at creation);
+reads check it and every checksum, and fail naming the store, the array and the region.
+`verify` finds all damage and the batches (Tune trials) whose rerun mends it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from mothray import __version__
+from mothray.data import integrity
 from mothray.data.features import INPUT_NAMES, TARGET_NAMES
 from mothray.data.scaler import Scaler
 from mothray.data.store import open_zarr
@@ -51,6 +57,7 @@ LAYER_FIELDS = NetworkSnapshot._fields  # weights, biases, masks, bias_masks
 WEIGHT_FIELDS = ("weights", "biases")  # kept at every level only when catalog.weights == "all"
 NOT_OPTIMAL = -1  # optimal_level of a network never at or under the threshold
 NOT_FINALIZED = -2  # optimal_level before finalize
+FORMAT = 2  # 2: every chunk checksummed, every chunk of a complete catalog stored
 IDENTITY = (
     "name",
     "threshold",
@@ -178,9 +185,11 @@ def create(path: str, spec: Spec, train_rows: int, scaler: Scaler) -> None:
                 **identity,
                 "scaler": scaler.to_dict(),
                 "mothray_version": __version__,
+                "format": FORMAT,
                 "complete": False,
             }
         )
+    _check_format(root, str(path))
     block = min(spec.networks_per_actor, spec.networks)
     levels = len(spec.schedule)
     training = spec.training
@@ -206,6 +215,10 @@ def create(path: str, spec: Spec, train_rows: int, scaler: Scaler) -> None:
     for batch in plan(spec):
         group = root[architecture_name(batch.hidden)]
         group["seeds"][batch.start : batch.stop] = batch.seeds
+    if not root.attrs.get("initialized", False):  # before any level is written
+        for batch in plan(spec):
+            _clear_optimal(root[architecture_name(batch.hidden)], batch)
+        root.attrs["initialized"] = True
 
 
 def write_level(
@@ -240,12 +253,12 @@ def level_networks(path: str, batch: Batch, level: int) -> NetworkSnapshot:
     group = _batch_group(root, batch)
     _require_weights(root, "level_networks")
     _check_level(root, level)
-    if not group["level_done"][level, batch.start : batch.stop].all():
+    region = (level, slice(batch.start, batch.stop))
+    if not _read(group, "level_done", region, needed=False).all():
         raise CatalogError(
             f"{path}: level {level} of {group.basename} batch {batch.index} is not written"
         )
-    region = (level, slice(batch.start, batch.stop))
-    return _read_layers(group, lambda field, i: group[f"{field}/{i}"][region])
+    return _read_layers(group, lambda field, i: _read(group, f"{field}/{i}", region))
 
 
 def finalize(path: str) -> dict[str, Any]:
@@ -263,7 +276,7 @@ def finalize(path: str) -> dict[str, Any]:
     frames = []
     for name in attrs["architectures"]:
         group = root[name]
-        optimal = optimal_levels(group["losses"][:, :, 2], attrs["threshold"])
+        optimal = optimal_levels(_read(group, "losses")[:, :, 2], attrs["threshold"])
         _check_optimal_arrays(group, optimal, attrs["weights"], path)
         group["optimal_level"][:] = optimal
         frames.append(_architecture_table(group, optimal, attrs["sparsity"]))
@@ -290,6 +303,7 @@ class Catalog:
         self.path = str(path)
         self._root = _open_group(self.path, "r")
         self._attrs = _catalog_attrs(self._root)
+        _check_format(self._root, self.path)
         if not self._attrs.get("complete", False):
             raise CatalogError(f"{self.path}: the catalog is not complete (not finalized)")
         self._names = list(self._attrs["architectures"] if architectures is None else architectures)
@@ -374,8 +388,8 @@ class Catalog:
         (the block's means: training loss before each update, validation loss after it).
         """
         group, k = self._locate(network)
-        curves, steps = group["curves"][:, k], group["steps"][:, k]
-        ends = np.minimum(group["curve_step"][:], steps[:, None])  # (L, B)
+        curves, steps = _read(group, "curves", (slice(None), k)), _read(group, "steps")[:, k]
+        ends = np.minimum(_read(group, "curve_step"), steps[:, None])  # (L, B)
         before = np.concatenate([[0], np.cumsum(steps)[:-1]])
         level, block = np.nonzero(~np.isnan(curves[:, :, 0]))
         return pd.DataFrame(
@@ -413,7 +427,7 @@ class Catalog:
         return _read_layers(
             self._groups[0],
             lambda field, i: np.concatenate(
-                [group[f"optimal/{field}/{i}"][:] for group in self._groups]
+                [_read(group, f"optimal/{field}/{i}") for group in self._groups]
             ),
         )
 
@@ -435,14 +449,14 @@ class Catalog:
 
     def _per_network(self, name: str, level_axis: bool) -> np.ndarray:
         axis = 1 if level_axis else 0
-        return np.concatenate([group[name][:] for group in self._groups], axis=axis)
+        return np.concatenate([_read(group, name) for group in self._groups], axis=axis)
 
     def _layer(self, field: str, level: int) -> list[np.ndarray]:
         self._check_same_shapes(field)
         _check_level(self._root, level)
         layers = len(self._groups[0].attrs["layer_sizes"])
         return [
-            np.concatenate([group[f"{field}/{i}"][level] for group in self._groups])
+            np.concatenate([_read(group, f"{field}/{i}", level) for group in self._groups])
             for i in range(layers)
         ]
 
@@ -533,7 +547,7 @@ def _require(group: zarr.Group, name: str, spec: _Array) -> zarr.Array:
             chunks=spec.chunks,
             shards=spec.shards,
             fill_value=spec.fill,
-            compressors=_compressor(spec.dtype),
+            compressors=integrity.codecs(_compressor(spec.dtype)),
         )
     except TypeError as err:
         raise CatalogError(f"{group.path}/{name}: not as this experiment needs: {err}") from err
@@ -574,7 +588,7 @@ def _batch_group(root: zarr.Group, batch: Batch) -> zarr.Group:
     if not expected:
         raise CatalogError(f"{batch} is not a batch of this catalog's plan")
     group = root[attrs["architectures"][batch.architecture]]
-    if not np.array_equal(group["seeds"][batch.start : batch.stop], batch.seeds):
+    if not np.array_equal(_read(group, "seeds", slice(batch.start, batch.stop)), batch.seeds):
         raise CatalogError(f"batch {batch.index} of {group.basename}: other seeds in the catalog")
     return group
 
@@ -637,16 +651,15 @@ def _write_optimal(
     alone, and contiguous writes into partial shards are what zarr supports.
     """
     region = slice(batch.start, batch.stop)
-    held = group["optimal/level"][region]
+    held = _read(group, "optimal/level", region)
     update = np.asarray(under) & (held <= level)
     if not update.any():
         return
     for field in LAYER_FIELDS:
         for i, values in enumerate(getattr(networks, field)):
-            array = group[f"optimal/{field}/{i}"]
-            current = array[region]
+            current = _read(group, f"optimal/{field}/{i}", region)
             current[update] = values[update]
-            array[region] = current
+            group[f"optimal/{field}/{i}"][region] = current
     held[update] = level
     group["optimal/level"][region] = held
 
@@ -658,7 +671,7 @@ def unwritten(path: str) -> list[str]:
     missing = []
     count, per_actor = attrs["networks"], attrs["networks_per_actor"]
     for name in attrs["architectures"]:
-        done = root[name]["level_done"][:]
+        done = _read(root[name], "level_done", needed=False)
         for index, start in enumerate(range(0, count, per_actor)):
             for level in np.flatnonzero(~done[:, start : start + per_actor].all(axis=1)):
                 missing.append(f"{name} batch {index} level {level}")
@@ -671,7 +684,7 @@ def _check_optimal_arrays(group: zarr.Group, optimal: np.ndarray, weights: str, 
     They can disagree only where a level was retrained after a crash and its test loss crossed
     the threshold the other way.
     """
-    held = group["optimal/level"][:]
+    held = _read(group, "optimal/level")
     stale = np.flatnonzero(held != optimal)
     if stale.size == 0:
         return
@@ -688,7 +701,7 @@ def _check_optimal_arrays(group: zarr.Group, optimal: np.ndarray, weights: str, 
                 if optimal[k] == NOT_OPTIMAL:
                     values = np.full((1, *target.shape[1:]), target.fill_value)
                 else:
-                    values = group[f"{field}/{i}"][optimal[k], k : k + 1]
+                    values = _read(group, f"{field}/{i}", (int(optimal[k]), slice(k, k + 1)))
                 target[k : k + 1] = values
     group["optimal/level"][:] = optimal
 
@@ -697,18 +710,18 @@ def _architecture_table(
     group: zarr.Group, optimal: np.ndarray, sparsity: Sequence[float]
 ) -> pd.DataFrame:
     """One row per network of one architecture: identity, optimal level and its losses."""
-    losses, steps, diverged = group["losses"][:], group["steps"][:], group["diverged"][:]
+    losses, steps, diverged = (_read(group, name) for name in ("losses", "steps", "diverged"))
     count = len(optimal)
     k, at = np.arange(count), np.maximum(optimal, 0)
     has = optimal >= 0
     chosen = np.where(has[:, None], losses[at, k], np.nan)
     total = sum(n_in * n_out for n_in, n_out in group.attrs["layer_sizes"])
-    kept = group["remaining"][:][at, k].sum(axis=1) / total
+    kept = _read(group, "remaining")[at, k].sum(axis=1) / total
     return pd.DataFrame(
         {
             "network": group.attrs["first_network"] + k,
             "architecture": group.basename,
-            "seed": group["seeds"][:],
+            "seed": _read(group, "seeds"),
             "optimal_level": optimal,
             "optimal_sparsity": np.where(has, np.asarray(sparsity)[at], np.nan),
             "train_loss": chosen[:, 0],
@@ -749,3 +762,206 @@ def _read_layers(group: zarr.Group, read: Callable[[str, int], np.ndarray]) -> N
     """A NetworkSnapshot of `read(field, layer)` for every field and layer of `group`."""
     layers = range(len(group.attrs["layer_sizes"]))
     return NetworkSnapshot(*(tuple(read(field, i) for i in layers) for field in LAYER_FIELDS))
+
+
+def _read(group: zarr.Group, name: str, selection: Any = slice(None), needed: bool = True) -> Any:
+    """`group[name][selection]`, checksums checked; `needed`: its chunks must exist (else they
+    read as the fill value, which for done flags means "not done")."""
+    array = group[name]
+    if needed:
+        return integrity.read(array, selection)
+    try:
+        return array[selection]
+    except integrity.READ_ERRORS as err:
+        raise integrity.DamageError(
+            f"{integrity.location(array)}/{array.path}: unreadable ({err});"
+            f" check it: `python -m mothray.verify {integrity.location(array)}`"
+        ) from None
+
+
+def _check_format(root: zarr.Group, path: str) -> None:
+    """Refuse a catalog written without checksums (by an older mothray)."""
+    if root.attrs.get("format") != FORMAT:
+        raise CatalogError(
+            f"{path} was written without checksums by an older mothray (format"
+            f" {root.attrs.get('format', 1)}, now {FORMAT}); rerun its experiment under"
+            " another name to rebuild it"
+        )
+
+
+def _optimal_arrays(group: zarr.Group) -> list[str]:
+    """The arrays that hold each network at its optimal level, optimal/level included."""
+    layers = range(len(group.attrs["layer_sizes"]))
+    return ["optimal/level", *(f"optimal/{f}/{i}" for f in LAYER_FIELDS for i in layers)]
+
+
+def _clear_optimal(group: zarr.Group, batch: Batch) -> None:
+    """Write the fill value over a batch's optimal networks (none held), storing every chunk."""
+    region = slice(batch.start, batch.stop)
+    for name in _optimal_arrays(group):
+        array = group[name]
+        array[region] = np.full((batch.stop - batch.start, *array.shape[1:]), array.fill_value)
+
+
+def reset(path: str, batches: Sequence[Batch]) -> None:
+    """Make batches to be trained again (to mend damage): no level done, no optimal network,
+    the catalog not complete (said first, so nothing claims completeness in between)."""
+    root = _open_group(str(path), "r+")
+    _check_format(root, str(path))
+    root.attrs["complete"] = False
+    fs, table = fsspec.core.url_to_fs(table_path(str(path)))
+    if fs.exists(table):
+        fs.rm(table)
+    for batch in batches:
+        group = _batch_group(root, batch)
+        region = slice(batch.start, batch.stop)
+        group["level_done"][:, region] = False
+        group["optimal_level"][region] = NOT_FINALIZED
+        _clear_optimal(group, batch)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong in a catalog, in one line, and the batches whose rerun mends it."""
+
+    problem: str
+    architecture: str
+    batches: tuple[int, ...]
+
+
+def verify(path: str) -> list[Finding]:
+    """Everything damaged or inconsistent in a catalog: chunks that must exist and do not,
+    chunks whose checksum fails, and data that disagree (done flags of a complete catalog,
+    optimal levels against the losses, remaining weights against the masks, the table).
+
+    Reads every chunk once.
+    """
+    root = _open_group(str(path), "r")
+    attrs = _catalog_attrs(root)
+    _check_format(root, str(path))
+    findings = []
+    for name in attrs["architectures"]:
+        findings += _verify_architecture(root[name], attrs, str(path))
+    return findings
+
+
+def _verify_architecture(group: zarr.Group, attrs: dict[str, Any], path: str) -> list[Finding]:
+    """One architecture's findings: damaged chunks first, then disagreements between data.
+
+    A damaged chunk is mended by rerunning the batch whose networks it holds (curve_step,
+    which holds none, is rewritten by any rerun: batch 0's).
+    """
+    name, complete = group.basename, bool(attrs.get("complete", False))
+    block = min(attrs["networks_per_actor"], attrs["networks"])
+    done = integrity.salvage(group["level_done"])[0]  # unreadable flags: not done
+    findings = []
+    for array_name in _array_names(group):
+        array = group[array_name]
+        axis = _network_axis(array_name)
+        for damage in integrity.scan(
+            array, _needed(array_name, array, done, block, complete, attrs)
+        ):
+            owner = 0 if axis is None else damage.coords[axis]
+            findings.append(Finding(str(damage), name, (owner,)))
+    if findings or not complete:
+        return findings
+    return _disagreements(group, attrs, path, block)
+
+
+def _array_names(group: zarr.Group) -> list[str]:
+    """Every array of an architecture's group, by path within it."""
+    per_level = LAYER_FIELDS if "weights/0" in group else ("masks", "bias_masks")
+    layers = range(len(group.attrs["layer_sizes"]))
+    fixed = ["seeds", "level_done", "losses", "steps", "diverged", "remaining", "curves"]
+    return [
+        *fixed,
+        "curve_step",
+        "optimal_level",
+        *(f"{field}/{i}" for field in per_level for i in layers),
+        *_optimal_arrays(group),
+    ]
+
+
+def _network_axis(name: str) -> int | None:
+    """The axis along which an array holds networks (None: it holds none)."""
+    if name == "curve_step":
+        return None
+    return 0 if name in ("seeds", "optimal_level") or name.startswith("optimal/") else 1
+
+
+def _needed(
+    name: str,
+    array: zarr.Array,
+    done: np.ndarray,
+    block: int,
+    complete: bool,
+    attrs: dict[str, Any],
+) -> list[integrity.Coords] | None:
+    """The chunks of array `name` that must exist (None: all): all, in a complete catalog and
+    in what `create` writes; else those of done levels, and none of optimal_level."""
+    if complete or name in ("seeds", "curve_step"):
+        return None
+    if name.startswith("optimal/"):
+        return None if attrs.get("initialized") else []
+    if name in ("optimal_level", "level_done"):  # absent: not finalized, not done
+        return []
+    rest = (0,) * (array.ndim - 2)
+    return [
+        (level, b, *rest)
+        for level in range(done.shape[0])
+        for b in range(-(-done.shape[1] // block))
+        if done[level, b * block : (b + 1) * block].all()
+    ]
+
+
+def _disagreements(
+    group: zarr.Group, attrs: dict[str, Any], path: str, block: int
+) -> list[Finding]:
+    """Where a complete catalog's data disagree with each other or with its table."""
+    name = group.basename
+    wrong: list[tuple[str, np.ndarray]] = []  # what disagrees, and for which networks
+    done = group["level_done"][:]
+    wrong.append(("levels not done in a complete catalog", ~done.all(axis=0)))
+    optimal = optimal_levels(group["losses"][:, :, 2], attrs["threshold"])
+    wrong.append(
+        ("optimal_level disagrees with the test losses", group["optimal_level"][:] != optimal)
+    )
+    wrong.append(
+        ("optimal/level disagrees with optimal_level", group["optimal/level"][:] != optimal)
+    )
+    remaining = group["remaining"][:]
+    for i in range(len(group.attrs["layer_sizes"])):
+        masks = group[f"masks/{i}"]
+        kept = np.stack([masks[level].sum(axis=(1, 2)) for level in range(masks.shape[0])])
+        wrong.append(
+            (
+                f"remaining[layer {i}] disagrees with masks/{i}",
+                (kept != remaining[:, :, i]).any(axis=0),
+            )
+        )
+    first = group.attrs["first_network"]
+    seeds = attrs["seed"] + first + np.arange(group["seeds"].shape[0])
+    wrong.append(("seeds are not the plan's", group["seeds"][:] != seeds))
+    table = _stored_table(path)
+    if table is not None:
+        rows = table[table["architecture"] == name]
+        listed = np.full(len(optimal), NOT_FINALIZED)
+        listed[rows["network"].to_numpy() - first] = rows["optimal_level"].to_numpy()
+        wrong.append((f"{table_path(path)} disagrees with optimal_level", listed != optimal))
+    else:
+        wrong.append((f"{table_path(path)} is missing", np.ones(len(optimal), bool)))
+    findings = []
+    for problem, networks in wrong:
+        if networks.any():
+            owners = tuple(sorted({int(k) // block for k in np.flatnonzero(networks)}))
+            findings.append(Finding(f"{path}/{name}: {problem}", name, owners))
+    return findings
+
+
+def _stored_table(path: str) -> pd.DataFrame | None:
+    """catalog.csv as stored, None if absent or unreadable."""
+    try:
+        with fsspec.open(table_path(path), "r") as file:
+            return pd.read_csv(file, dtype={"architecture": str})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None

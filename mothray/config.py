@@ -31,6 +31,7 @@ from pydantic import (
 from mothray.moth import SamplingRanges
 from mothray.records import plain
 from mothray.train.config import ACTIVATIONS, PRECISIONS, TrainConfig
+from mothray.train.memory import max_train_rows
 
 if TYPE_CHECKING:
     from mothray import catalog
@@ -298,6 +299,15 @@ class ExperimentConfig(Section):
                 f"training.batch_size: must be at most the training rows the dataset gives"
                 f" ({rows}: simulation.train less training.validation_fraction),"
                 f" got {self.training.batch_size}"
+            )
+        most = max_train_rows(self.training.engine())
+        if rows > most:
+            problems.append(
+                f"simulation.train: a training level numbers its examples in uint32 and its"
+                f" steps in int32: at most {most:,} training rows with training.epochs_per_level"
+                f" {self.training.epochs_per_level} and training.batch_size"
+                f" {self.training.batch_size}, got {rows:,} (simulation.train less"
+                f" training.validation_fraction)"
             )
         if problems:
             raise ValueError("\n".join(problems))

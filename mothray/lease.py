@@ -1,4 +1,5 @@
-"""One driver per experiment: a lease file in the experiment's directory.
+"""One driver per experiment (and per simulation store): a lease file in the experiment's
+directory (beside the store).
 
 Works on the shared POSIX file systems clusters mount (NFS, EFS), without `flock`: the lease is
 created with O_CREAT | O_EXCL (atomic on NFSv3 and later), holds the holder's host, pid, start
@@ -35,14 +36,15 @@ class LeaseHeld(Exception):
 
 
 @contextmanager
-def lease(directory: str) -> Iterator[None]:
-    """Hold the lease of `directory` (a local path; a URL holds none) while the block runs."""
+def lease(directory: str, name: str = LEASE_NAME, work: str = "this experiment") -> Iterator[None]:
+    """Hold the lease `name` in `directory` (a local path; a URL holds none) while the block
+    runs; `work`, what it guards, names it in a refusal."""
     if "://" in directory:
         yield
         return
-    path = Path(directory) / LEASE_NAME
+    path = Path(directory) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = _acquire(path)
+    token = _acquire(path, work)
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(path, token, stop), daemon=True)
     renewer.start()
@@ -63,7 +65,7 @@ def describe(holder: dict[str, Any]) -> str:
     )
 
 
-def _acquire(path: Path) -> str:
+def _acquire(path: Path, work: str) -> str:
     """Create the lease, or take over a stale one; LeaseHeld if a live driver holds it."""
     token = uuid.uuid4().hex
     record = _record(token)
@@ -72,13 +74,13 @@ def _acquire(path: Path) -> str:
     except FileExistsError:
         holder = _holder(path)
         if _alive(holder):
-            raise LeaseHeld(f"another driver runs this experiment: {describe(holder)}") from None
+            raise LeaseHeld(f"another driver runs {work}: {describe(holder)}") from None
         _write(path, record)  # take the stale lease over
         time.sleep(SETTLE_S)
         holder = _holder(path)
         if holder.get("token") != token:
             raise LeaseHeld(
-                f"another driver took this experiment over at the same time: {describe(holder)}"
+                f"another driver took {work} over at the same time: {describe(holder)}"
             ) from None
         return token
     with os.fdopen(descriptor, "w") as file:

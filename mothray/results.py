@@ -12,20 +12,24 @@ import argparse
 import posixpath
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mothray import catalog
 from mothray.config import ConfigError, ExperimentConfig, parse
+from mothray.console import plain_output
+from mothray.data.integrity import DamageError
 from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
 
 RECORD_NAME = "experiment.json"  # in an experiment's directory
 RECORD_KEYS = {"name", "state", "config", "sessions"}
-BAR_WIDTH = 12  # the tables fit an 80-column terminal
+BAR_WIDTH = 12  # the tables fit an 80-column terminal; what does not, folds (never cut)
 CATALOG_COLUMNS = ("sparsity", "optimal", "", "steps", "test q25", "median", "q75")
 # per trial, of its last level: median steps, median train and test MSE, networks under threshold
 TRIAL_COLUMNS = ("status", "batch", "level", "steps", "train MSE", "test MSE", "under")
@@ -109,55 +113,75 @@ def _read_tune_state(tune_dir: str, attempts: int = 10) -> Any:
 
 
 def print_experiments(storage: str, console: Console) -> None:
-    """The table of experiments in a storage."""
-    table = Table(title=f"experiments in {absolute(storage)}")
-    for column in ("name", "state", "networks", "architectures", "started", "finished"):
-        table.add_column(column)
+    """The table of experiments in a storage. What does not fit the console's width (80
+    columns for a pipe) folds onto more lines, never cut; state and networks stay whole."""
+    console.print(f"experiments in {escape(absolute(storage))}", soft_wrap=True)
+    table = Table()
+    for column in ("name", "state", "networks", "architectures"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("state", "networks"))
+    table.add_column("started, finished (UTC)", overflow="fold")
     unreadable = []
     for root, record in experiments(storage):
         if isinstance(record, RecordError):
-            table.add_row(posixpath.basename(root), "unreadable", *[""] * 4)
+            table.add_row(escape(posixpath.basename(root)), "unreadable", *[""] * 3)
             unreadable.append(str(record))
             continue
         config = parse(ExperimentConfig, record["config"])
         table.add_row(
-            record["name"],
+            escape(record["name"]),
             record["state"],
             str(config.networks * len(config.hidden_sizes)),
             ", ".join(map(catalog.architecture_name, config.hidden_sizes)),
-            record.get("started") or "",
-            record.get("finished") or "",
+            "\n".join(_when(record.get(key)) for key in ("started", "finished")).strip(),
         )
     console.print(table)
     for reason in unreadable:
-        console.print(f"unreadable: {reason}", soft_wrap=True)
+        console.print(f"unreadable: {escape(reason)}", soft_wrap=True)
+
+
+def _when(stamp: str | None) -> str:
+    """A time of the record (ISO, UTC) to the minute, as date and time: two words, which a
+    narrow column wraps between."""
+    if not stamp:
+        return ""
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    except ValueError:  # not ISO: as it is
+        return stamp
 
 
 def print_experiment(root: str, console: Console) -> None:
     """An experiment's state, dataset, trial table and, once complete, catalog summary."""
     record = read_record(root)
-    console.print(f"[bold]{record['name']}[/bold] at {root}: {record['state']}")
+    # lines as a whole (soft_wrap): a terminal wraps them, a pipe keeps paths on one line
+    console.print(
+        f"[bold]{escape(record['name'])}[/bold] at {escape(root)}: {record['state']}",
+        soft_wrap=True,
+    )
     if "dataset" in record:
         counts = record["dataset"]
         console.print(
             f"dataset {counts['id']}: {counts['train']:,} train, {counts['val']:,} validation, "
             f"{counts['test']:,} test rows; failed trajectories excluded: "
-            f"{counts['failed_train']:,} train, {counts['failed_test']:,} test"
+            f"{counts['failed_train']:,} train, {counts['failed_test']:,} test",
+            soft_wrap=True,
         )
     for number, session in enumerate(record["sessions"], 1):
         timings = ", ".join(
             f"{k.removesuffix('_s')} {v:.1f} s" for k, v in session["timings"].items()
         )
-        console.print(f"run {number}, started {session['started']}: {timings or 'no stage done'}")
+        console.print(
+            f"run {number}, started {session['started']}: {timings or 'no stage done'}",
+            soft_wrap=True,
+        )
     print_trials(trials(root), console)
     if record["state"] == "complete":
-        path = posixpath.join(
-            root, catalog.STORE_NAME
-        )  # not the stored path: the directory may have moved
+        path = posixpath.join(root, catalog.STORE_NAME)  # not the stored one: it may have moved
         print_catalog(catalog.open(path), console)
         console.print(
-            f"catalog: {path} (Zarr) and {catalog.table_path(path)}; in Python: "
-            f"mothray.catalog.open(path); Tune's results: {posixpath.join(root, 'tune')}"
+            f"catalog: {escape(path)} (Zarr) and {escape(catalog.table_path(path))}; in Python: "
+            f"mothray.catalog.open(path); Tune's results: {escape(posixpath.join(root, 'tune'))}",
+            soft_wrap=True,
         )
 
 
@@ -166,7 +190,8 @@ def print_trials(rows: list[dict[str, Any]], console: Console) -> None:
     stopped on a plateau), median training and test MSE, and networks under the threshold."""
     table = Table(title="trials: medians over each batch's networks at its last level")
     for column in TRIAL_COLUMNS:
-        table.add_column(column, justify="left" if column in TRIAL_COLUMNS[:2] else "right")
+        justify = "left" if column in TRIAL_COLUMNS[:2] else "right"
+        table.add_column(column, justify=justify, overflow="fold")
     for row in rows:
         level = (
             ""
@@ -199,11 +224,13 @@ def print_catalog(cat: catalog.Catalog, console: Console) -> None:
         title=f"catalog: {len(optimal)} networks, threshold {cat.threshold:g}, median steps"
     )
     for column in CATALOG_COLUMNS:
-        table.add_column(column, justify="left" if column == "" else "right")
+        table.add_column(column, justify="left" if column == "" else "right", overflow="fold")
     test, steps = cat.losses[:, :, 2], np.median(cat.steps, axis=1)
+    never = int(np.count_nonzero(optimal < 0))
+    longest = max(*counts, never, 1)  # the longest bar is BAR_WIDTH long
     for level, sparsity in enumerate(cat.sparsity):
         q25, median, q75 = np.nanquantile(test[level], [0.25, 0.5, 0.75])
-        bar = "█" * round(BAR_WIDTH * counts[level] / max(max(counts), 1))
+        bar = "█" * round(BAR_WIDTH * counts[level] / longest)
         table.add_row(
             f"{sparsity:.0%}",
             str(counts[level]),
@@ -213,9 +240,7 @@ def print_catalog(cat: catalog.Catalog, console: Console) -> None:
             f"{median:.2e}",
             f"{q75:.2e}",
         )
-    never = int(np.count_nonzero(optimal < 0))
-    never_bar = "█" * round(BAR_WIDTH * never / max(max(counts), 1))
-    table.add_row("never", str(never), never_bar, *[""] * 4)
+    table.add_row("never", str(never), "█" * round(BAR_WIDTH * never / longest), *[""] * 4)
     console.print(table)
 
 
@@ -233,20 +258,27 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; an unknown experiment exits with status 2."""
     args = _parser().parse_args(argv)
     storage = args.storage or default_storage()
-    console = Console()
-    if args.experiment is None:
-        print_experiments(storage, console)
-        return 0
-    for root in (absolute(args.experiment), experiment_dir(storage, args.experiment)):
-        try:
-            if read_record(root) is not None:
-                print_experiment(root, console)
-                return 0
-        except RecordError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    print(f"error: no experiment {args.experiment!r} (as a path, or in {storage})", file=sys.stderr)
-    return 2
+    with plain_output():
+        console = Console()
+        if args.experiment is None:
+            print_experiments(storage, console)
+            return 0
+        for root in (absolute(args.experiment), experiment_dir(storage, args.experiment)):
+            try:
+                if read_record(root) is not None:
+                    print_experiment(root, console)
+                    return 0
+            except RecordError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            except (DamageError, catalog.CatalogError) as err:  # its stored data
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+        print(
+            f"error: no experiment {args.experiment!r} (as a path, or in {storage})",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

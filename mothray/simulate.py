@@ -2,7 +2,9 @@
 
 The store's layout is `mothray.data.store`'s. Chunk i of a split draws from
 np.random.default_rng([seed, split_id, i]), so the data do not depend on the number of workers
-or on the order chunks finish in. Rerunning skips done chunks. Datasets are identified by a
+or on the order chunks finish in. Rerunning skips done chunks and recomputes damaged ones
+(missing, or failing their checksum), bit for bit. One driver per store: a lease beside it
+(`<store>.lease`). Datasets are identified by a
 hash of their simulation config and model parameters (`dataset_id`), so experiments of one
 config share one store.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 import ray
 from fsspec.implementations.local import LocalFileSystem
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -39,22 +43,29 @@ from mothray.config import (
     error_lines,
     load_experiment,
     override,
+    parse,
     to_dict,
 )
+from mothray.console import plain_output
+from mothray.data.footprint import disk_problem, store_size
 from mothray.data.store import (
+    FORMAT,
     SPLITS,
     Chunk,
     DatasetError,
     DatasetSummary,
     chunks,
     create,
+    damaged_chunks,
     done_chunks,
     mark_complete,
     open_zarr,
     pending_chunks,
     stored_attributes,
     summary,
+    unmark,
 )
+from mothray.lease import LeaseHeld, lease
 from mothray.records import config_differences
 from mothray.session import ray_session, single_xla_thread
 from mothray.storage import writable_problem
@@ -114,41 +125,61 @@ def simulate(
     """Simulate the train and test splits of `config` into the Zarr store `out`; return `out`.
 
     `out` is a local path or an fsspec URL. A partial store of the same config is resumed
-    (done chunks are skipped); an unusable location or a store of another config
-    (DatasetError) is refused before anything is written. Tasks run on the connected Ray
-    cluster, else on the one at `address` (or RAY_ADDRESS), else on a local one started for
-    the call.
+    (done chunks are skipped, damaged ones recomputed); an unusable location or a store of
+    another config (DatasetError), or one another driver fills (LeaseHeld), is refused before
+    anything is written. Tasks run on the connected Ray cluster, else on the one at `address`
+    (or RAY_ADDRESS), else on a local one started for the call.
     """
-    out = str(out)
-    _check_location(out, config)
-    identity = {**dataset_identity(config), "mothray_version": __version__}
-    counts = {split: _split_count(config, split) for split in SPLITS}
-    attributes = {split: _split_attributes(config, split) for split in SPLITS}
-    root = create(out, identity, counts, config.chunk, attributes)
-    pending = pending_chunks(root)
-    if pending:
-        with ray_session(address):
-            _run(out, config, pending, progress)
-    mark_complete(root)
+    out = str(out).rstrip("/")
+    parent, _, name = out.rpartition("/")
+    check_location(out, config)  # refused before the lease is taken, which writes
+    with lease(parent or ".", f"{name}.lease", f"the simulation store {out}"):
+        if check_location(out, config):
+            _remove(out)
+        identity = {**dataset_identity(config), "mothray_version": __version__}
+        counts = {split: _split_count(config, split) for split in SPLITS}
+        attributes = {split: _split_attributes(config, split) for split in SPLITS}
+        root = create(out, identity, counts, config.chunk, attributes)
+        _hand_back_damaged(out, root)
+        pending = pending_chunks(root)
+        if pending:
+            with ray_session(address):
+                _run(out, config, pending, progress)
+        mark_complete(root)
     return out
 
 
-def _check_location(out: str, config: SimulationConfig) -> None:
-    """Refuse, before anything is written, a location that cannot hold this dataset.
+def _hand_back_damaged(out: str, root: Any) -> None:
+    """Find done chunks that are missing or corrupt, say so, and mark them to be recomputed."""
+    damaged, found = damaged_chunks(root)
+    if damaged:
+        shown = "; ".join(str(damage) for damage in found[:3]) + ("; ..." if len(found) > 3 else "")
+        print(
+            f"{out}: {len(damaged)} damaged chunk(s) ({shown}); recomputing them",
+            file=sys.stderr,
+        )
+        unmark(root, damaged)
+
+
+def check_location(out: str, config: SimulationConfig) -> bool:
+    """Refuse a location that cannot hold this dataset; whether the store there is to be
+    replaced. Writes nothing.
 
     Fine: a new or empty location, a store of the same config, or a store of another config
-    that holds no done chunk (it is removed: it holds no work). Refused: an unwritable local
-    path, an unsupported URL, anything else already there, a store of another config with
-    done chunks.
+    that holds no done chunk (True: it holds no work). Refused: an unwritable local path, an
+    unsupported URL, anything else already there, a store of another config with done chunks.
     """
     try:
         fs, path = fsspec.core.url_to_fs(out)
-        if isinstance(fs, LocalFileSystem):
-            problem = writable_problem(Path(path))
+        local = isinstance(fs, LocalFileSystem)
+        problem = writable_problem(Path(path)) if local else None
+        if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path)):
+            problem = problem or (_disk_problem(Path(path), config) if local else None)
             if problem:
                 raise DatasetError(f"cannot write {out}: {problem}")
-        if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path)):
-            return
+            return False
+        if problem:
+            raise DatasetError(f"cannot write {out}: {problem}")
     except (ImportError, ValueError, OSError) as err:
         raise DatasetError(f"cannot use {out}: {err}") from err
     stored = stored_attributes(out)
@@ -158,13 +189,28 @@ def _check_location(out: str, config: SimulationConfig) -> None:
         )
     wanted = dataset_identity(config)
     differences = config_differences({key: stored.get(key) for key in wanted}, wanted)
-    if differences and not done_chunks(out):
-        fs.rm(path, recursive=True)
-    elif differences:
+    if stored.get("format") != FORMAT:
+        differences.append(f"format {stored.get('format', 1)} (written without checksums)")
+    if differences and done_chunks(out):
         raise DatasetError(
             f"{out} holds a dataset of another configuration: {'; '.join(differences)}; "
             "use another output path or delete it"
         )
+    return bool(differences)
+
+
+def _disk_problem(path: Path, config: SimulationConfig) -> str | None:
+    """What the disk under a new local store lacks to hold the whole dataset; None if enough."""
+    where = next(p for p in (path, *path.parents) if p.exists())
+    disk = os.statvfs(where)
+    needed = store_size(config.train, config.test, config.chunk, disk.f_frsize)
+    free_files = disk.f_favail if disk.f_files else None  # btrfs counts no inodes
+    return disk_problem(needed, (disk.f_bavail * disk.f_frsize, free_files))
+
+
+def _remove(out: str) -> None:
+    fs, path = fsspec.core.url_to_fs(out)
+    fs.rm(path, recursive=True)
 
 
 def dataset_identity(config: SimulationConfig) -> dict[str, Any]:
@@ -250,7 +296,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mothray.simulate",
         description="Simulate hawkmoth trajectories with Ray into a Zarr store.",
     )
-    parser.add_argument("--out", required=True, help="store path or fsspec URL")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="store path or fsspec URL; an existing store alone is finished or repaired",
+    )
     parser.add_argument(
         "--config",
         help="experiment preset (a YAML file or a shipped preset's name); flags override it",
@@ -265,8 +315,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace) -> SimulationConfig:
-    """The preset's simulation section (or the defaults) with the given flags applied."""
-    base = load_experiment(args.config).simulation if args.config else SimulationConfig()
+    """The preset's simulation section (or the defaults) with the given flags applied; with
+    neither, the config of the store already at --out (to finish or repair it)."""
     flags = {
         "train": args.train,
         "test": args.test,
@@ -274,14 +324,25 @@ def _config_from_args(args: argparse.Namespace) -> SimulationConfig:
         "chunk": args.chunk,
         "body_scale": args.body_scale,
     }
-    return override(base, {k: v for k, v in flags.items() if v is not None}, "simulation")
+    given = {key: value for key, value in flags.items() if value is not None}
+    stored = stored_attributes(args.out).get("simulation")
+    if args.config:
+        base = load_experiment(args.config).simulation
+    elif not given and stored is not None:
+        base = parse(SimulationConfig, stored)
+    else:
+        base = SimulationConfig()
+    return override(base, given, "simulation")
 
 
 def _print_summary(result: DatasetSummary, seconds: float, console: Console) -> None:
-    """A table of counts and failures per split, the wall time and the store's state."""
-    table = Table(title=f"{result.path} ({'complete' if result.complete else 'INCOMPLETE'})")
+    """The store's state, a table of counts and failures per split, and the wall time."""
+    state = "complete" if result.complete else "INCOMPLETE"
+    console.print(f"{escape(result.path)} ({state})", soft_wrap=True)  # whole, piped too
+    table = Table()
     for column in ("split", "trajectories", "failed", "chunks done"):
-        table.add_column(column, justify="left" if column == "split" else "right")
+        justify = "left" if column == "split" else "right"
+        table.add_column(column, justify=justify, overflow="fold")  # folded, never cut
     for split, part in result.splits.items():
         share = part.failed / part.count
         table.add_row(
@@ -298,15 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: simulate, then print the summary; bad input exits with status 2."""
     args = _parser().parse_args(argv)
     started = time.perf_counter()
-    try:
-        out = simulate(_config_from_args(args), args.out, address=args.address)
-    except (ConfigError, DatasetError) as err:
-        print(error_lines(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    _print_summary(summary(out), time.perf_counter() - started, Console())
+    with plain_output():  # piped: no terminal escapes, Ray's included
+        try:
+            out = simulate(_config_from_args(args), args.out, address=args.address)
+        except (ConfigError, DatasetError, LeaseHeld) as err:
+            print(error_lines(err), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
+            return 130
+        _print_summary(summary(out), time.perf_counter() - started, Console())
     return 0
 
 

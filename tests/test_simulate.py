@@ -21,6 +21,7 @@ from mothray import __version__, moth
 from mothray.config import SimulationConfig
 from mothray.data import store
 from mothray.data.store import Chunk, DatasetError, summary
+from mothray.lease import LeaseHeld
 from mothray.simulate import compute_chunk, dataset_identity, simulate
 
 CONFIG = SimulationConfig(train=2400, test=600, chunk=200, seed=7)
@@ -151,16 +152,21 @@ def test_killed_driver_leaves_an_incomplete_store_that_resumes(ray_cluster, refe
     )
     try:
         wait_for(lambda: chunks_done(out) > 0, timeout=120)
+        # one driver per store: a second one is refused at once, naming the first
+        with pytest.raises(LeaseHeld, match=f"simulation store {out}: pid {driver.pid} on"):
+            simulate(CONFIG, out, progress=False)
     finally:
-        driver.kill()
+        driver.kill()  # SIGKILL: its lease stays behind
         driver.wait()
+    assert os.path.exists(f"{out}.lease")
     # Tasks already running may still finish after their driver died; only the driver marks
     # the store complete, so it must stay incomplete whatever they did.
     assert not summary(out).complete
     with pytest.raises(DatasetError, match="not complete"):
         store.open(out)
 
-    simulate(CONFIG, out, progress=False)
+    simulate(CONFIG, out, progress=False)  # at once: the dead driver's lease is taken over
+    assert not os.path.exists(f"{out}.lease")
     assert summary(out).complete
     assert_identical(out, reference)
 
@@ -307,6 +313,13 @@ def test_cli_rejects_a_directory_that_is_not_a_store(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+def test_cli_rejects_a_dataset_larger_than_its_disk(tmp_path):
+    out = tmp_path / "store"
+    flags = ["--train", str(10**11), "--test", "10", "--chunk", str(10**7)]
+    assert_refused([*CLI, *flags, "--out", str(out)], "GiB free; lower simulation.train")
+    assert os.listdir(tmp_path) == []  # no store, no lease
+
+
 def test_cli_rejects_a_store_of_another_config(dataset):
     flags = [*CONFIG_FLAGS[:-1], "99"]
     assert_refused([*CLI, *flags, "--out", dataset], "simulation.seed is 7 in the store, 99 now")
@@ -324,7 +337,7 @@ def assert_refused(args: list[str], message: str) -> None:
 def chunks_done(out: str) -> int:
     try:
         return sum(part.chunks_done for part in summary(out).splits.values())
-    except (OSError, KeyError, ValueError):  # not created yet, or still being created
+    except (DatasetError, KeyError, ValueError):  # not created yet, or still being created
         return 0
 
 

@@ -3,7 +3,7 @@
 Layout (a local path or an fsspec URL such as s3://bucket/run, passed to Zarr unchanged):
 
     /            attrs: the dataset's identity (simulation config, model_parameters),
-                        mothray_version, complete
+                        mothray_version, format, complete
     /train /test attrs: split, split_id, count, chunk, chunks, seed, body_scale, duration,
                         sampling_ranges, model_parameters, mothray_version, complete
         initial_state (count, 8) f8, controls (count, 3) f8, final_state (count, 8) f8,
@@ -11,8 +11,11 @@ Layout (a local path or an fsspec URL such as s3://bucket/run, passed to Zarr un
         chunk_done (chunks,) bool, one Zarr chunk per element: set after a chunk's rows
 
 A store is complete once every chunk_done is set. Failed trajectories (ok False, NaN final
-state) stay in the store, flagged. numpy and zarr only: who fills the chunks is the run
-layer's business (`mothray.simulate`).
+state) stay in the store, flagged. Every chunk carries a checksum (`mothray.data.integrity`):
+the chunks of a done chunk must exist and be intact, and reading one that is not fails with
+the store, the array and the rows; `damaged_chunks` finds them and `unmark` hands them back to
+the simulation, which recomputes them bit for bit. numpy and zarr only: who fills the chunks is
+the run layer's business (`mothray.simulate`).
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
+from mothray.data import integrity
 from mothray.data.features import ROW_COLUMNS
+from mothray.data.integrity import Damage
 from mothray.data.splits import Dataset, Reader, build
 
 SPLITS = ("train", "test")  # a split's position is its id in the random stream
 COLUMNS = {"initial_state": 8, "controls": 3, "final_state": 8, "ok": None}  # None: (count,)
+FORMAT = 2  # 2: every chunk checksummed; stores without it (format 1) are refused
+REPAIR = "python -m mothray.simulate --out {path}"  # recomputes a store's damaged chunks
 
 
 class DatasetError(Exception):
@@ -92,7 +100,7 @@ def create(
     """
     root = open_zarr(out, "a")
     if not root.attrs.asdict():
-        root.attrs.update({**identity, "complete": False})
+        root.attrs.update({**identity, "format": FORMAT, "complete": False})
     for split in SPLITS:
         count = counts[split]
         group = root.require_group(split)
@@ -109,6 +117,7 @@ def create(
                 chunks=(chunk, *shape[1:]),
                 dtype=bool if width is None else "f8",
                 fill_value=False if width is None else np.nan,
+                compressors=integrity.codecs(ZstdCodec()),
             )
         group.require_array(
             "chunk_done",
@@ -116,16 +125,26 @@ def create(
             chunks=(1,),
             dtype=bool,
             fill_value=False,
+            compressors=integrity.codecs(),
         )
     return root
 
 
 def open(path: str | Path, *, require_complete: bool = True) -> zarr.Group:  # noqa: A001
-    """Open a store read-only; by default refuse one that is not complete yet."""
+    """Open a store read-only; by default refuse one that is not complete yet, and always one
+    written without checksums."""
     path = str(path)
-    root = open_zarr(path, "r")
+    try:
+        root = open_zarr(path, "r")
+    except (FileNotFoundError, ValueError) as err:
+        raise DatasetError(f"{path}: no simulation store there ({err})") from err
+    if root.attrs.get("format") != FORMAT:
+        raise DatasetError(
+            f"{path} was written without checksums by an older mothray (format"
+            f" {root.attrs.get('format', 1)}, now {FORMAT}); delete it and simulate it again"
+        )
     if require_complete and not root.attrs.get("complete", False):
-        raise DatasetError(f"{path} is not complete; rerun the simulation command to finish it")
+        raise DatasetError(f"{path} is not complete; run `{REPAIR.format(path=path)}` to finish it")
     return root
 
 
@@ -141,7 +160,7 @@ def done_chunks(out: str) -> int:
     """How many chunks of the store at `out` are marked done; 0 for one never filled."""
     try:
         root = open_zarr(out, "r")
-        return sum(int(np.count_nonzero(root[split]["chunk_done"][:])) for split in SPLITS)
+        return sum(int(np.count_nonzero(_done(root[split]))) for split in SPLITS)
     except (KeyError, OSError, ValueError):  # created only in part, or not a store at all
         return 0
 
@@ -151,15 +170,90 @@ def pending_chunks(root: zarr.Group) -> list[Chunk]:
     pending = []
     for split in SPLITS:
         group = root[split]
-        done = group["chunk_done"][:]
+        done = _done(group)
         every = chunks(split, group.attrs["count"], group.attrs["chunk"])
         pending += [chunk for chunk in every if not done[chunk.index]]
     return pending
 
 
+def damaged_chunks(root: zarr.Group) -> tuple[list[Chunk], list[Damage]]:
+    """The done chunks whose rows are missing, corrupt (checksum) or disagree with their ok
+    flags, and what is wrong with each; an unreadable chunk_done flag counts as not done (its
+    chunk is recomputed too).
+
+    Reads every stored chunk once, and ok and final_state once more: about twice the cost of
+    loading the store.
+    """
+    found: list[Damage] = []
+    damaged: list[Chunk] = []
+    for split in SPLITS:
+        group = root[split]
+        every = chunks(split, group.attrs["count"], group.attrs["chunk"])
+        done = np.flatnonzero(_done(group))
+        split_found = integrity.scan(group["chunk_done"], needed=[])
+        for name in COLUMNS:
+            needed = [(int(index), 0)[: group[name].ndim] for index in done]
+            split_found += integrity.scan(group[name], needed)
+        if not split_found:  # intact: the rows must still agree with their flags
+            split_found += _disagreeing_rows(group, [every[index] for index in done])
+        found += split_found
+        damaged += [every[index] for index in sorted({d.coords[0] for d in split_found})]
+    return damaged, found
+
+
+def _disagreeing_rows(group: zarr.Group, done: list[Chunk]) -> list[Damage]:
+    """Done chunks whose rows disagree with their `ok` flags (ok means a finite final state)."""
+    found = []
+    for chunk in done:
+        rows = slice(chunk.start, chunk.stop)
+        finite = np.isfinite(group["final_state"][rows]).all(axis=1)
+        if np.any(group["ok"][rows] != finite):
+            place = f"[{chunk.start}:{chunk.stop}]"
+            problem = "ok flags disagree with final_state"
+            found.append(
+                Damage(integrity.location(group), group["ok"].path, (chunk.index,), place, problem)
+            )
+    return found
+
+
+def flag_problems(root: zarr.Group) -> list[str]:
+    """Where a store's completeness flags and sizes disagree with its arrays, as phrases."""
+    problems = []
+    for split in SPLITS:
+        group = root[split]
+        count, chunk, done = group.attrs["count"], group.attrs["chunk"], _done(group)
+        if group["ok"].shape[0] != count or group["ok"].chunks[0] != chunk:
+            problems.append(f"{split}: count {count} and chunk {chunk} disagree with its arrays")
+        if group.attrs.get("chunks", len(done)) != len(done):
+            problems.append(f"{split}: {group.attrs['chunks']} chunks said, {len(done)} flags")
+        claims = group.attrs.get("complete", False) or root.attrs.get("complete", False)
+        if claims and not done.all():
+            missing = np.flatnonzero(~done).tolist()
+            problems.append(f"{split}: marked complete, but chunks {missing} are not done")
+    return problems
+
+
+def unmark(root: zarr.Group, damaged: Iterable[Chunk]) -> None:
+    """Hand damaged chunks back to the simulation: not done, their split and the store not
+    complete (flags first, so a crash in between leaves nothing claiming to be complete)."""
+    damaged = list(damaged)
+    if not damaged:
+        return
+    root.attrs["complete"] = False
+    for chunk in damaged:
+        group = root[chunk.split]
+        group.attrs["complete"] = False
+        group["chunk_done"][chunk.index] = False
+
+
+def _done(group: zarr.Group) -> np.ndarray:
+    """A split's chunk_done flags; an unreadable flag reads as not done (absent ones do too)."""
+    return integrity.salvage(group["chunk_done"])[0]
+
+
 def mark_complete(root: zarr.Group) -> None:
     """Set `complete` on each split whose chunks are all done, then on the root if all are."""
-    done = {split: bool(root[split]["chunk_done"][:].all()) for split in SPLITS}
+    done = {split: bool(_done(root[split]).all()) for split in SPLITS}
     for split in SPLITS:
         if done[split]:
             root[split].attrs["complete"] = True
@@ -178,7 +272,7 @@ def summary(path: str | Path) -> DatasetSummary:
 
 
 def _split_summary(group: zarr.Group) -> SplitSummary:
-    done = group["chunk_done"][:]
+    done = _done(group)
     count = group.attrs["count"]
     written = np.repeat(done, group.attrs["chunk"])[:count]
     return SplitSummary(
@@ -192,14 +286,15 @@ def _split_summary(group: zarr.Group) -> SplitSummary:
 def load(store: str | Path, validation_fraction: float = 0.2, *, progress: bool = False) -> Dataset:
     """The dataset of a complete store (path or URL), streamed chunk by chunk.
 
-    Peak memory is about the size of the result plus a few chunks. `progress`: a bar per split
-    on stderr (rich, imported only then).
+    Peak memory is about the size of the result plus a few chunks. Every chunk is checked as
+    it is read (present, checksum); damage is a DamageError naming the store, array and rows.
+    `progress`: a bar per split on stderr (rich, imported only then).
     """
     root = open(store)
     sources = []
     for split in SPLITS:
         group = root[split]
-        ok = np.asarray(group["ok"][:], dtype=bool)
+        ok = np.asarray(_read(group["ok"]), dtype=bool)
         readers: Iterable[Reader] = _store_blocks(group, ok)
         if progress:
             readers = _tracked(readers, _chunk_count(group), f"loading {split}")
@@ -229,5 +324,10 @@ def _store_blocks(group: zarr.Group, ok: np.ndarray) -> Iterator[Reader]:
 
 def _read_chunk(group: zarr.Group, ok: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
     """Rows [start, stop) of a store group; `ok`, read beforehand, is sliced."""
-    block = {name: group[name][start:stop] for name in ROW_COLUMNS[:3]}
+    block = {name: _read(group[name], slice(start, stop)) for name in ROW_COLUMNS[:3]}
     return {**block, "ok": ok[start:stop]}
+
+
+def _read(array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
+    """Rows of a complete store's array, every chunk present and intact, else DamageError."""
+    return integrity.read(array, rows, repair=REPAIR.format(path=integrity.location(array)))

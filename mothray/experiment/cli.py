@@ -18,6 +18,8 @@ from mothray.config import (
     override,
     to_dict,
 )
+from mothray.console import plain_output, tune_paths
+from mothray.data.integrity import DamageError
 from mothray.data.store import DatasetError
 from mothray.experiment.errors import ExperimentError, Interrupted, TrialsFailed
 from mothray.experiment.record import stored_config
@@ -46,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue the named experiment as it was started"
     )
+    parser.add_argument(
+        "--rerun",
+        metavar="ARCH:BATCH,...",
+        help="retrain these batches of an existing experiment (as `mothray.verify` names them)",
+    )
     parser.add_argument("--cpu", action="store_true", help="train on CPUs (no GPUs per actor)")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, or local)")
     parser.add_argument(
@@ -63,7 +70,7 @@ def schema() -> dict[str, Any]:
 
 def _config_from_args(args: argparse.Namespace, storage: str) -> ExperimentConfig:
     """The preset (or, with --resume and no preset, the stored config) with the flags applied."""
-    if args.resume and args.config is None:
+    if (args.resume or args.rerun) and args.config is None:  # --rerun continues one too
         name = args.name or load_experiment(DEFAULT_PRESET).name
         config = stored_config(storage, name)
     else:
@@ -86,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(schema(), indent=2))
         return 0
     storage = args.storage or default_storage()
-    console = Console()
+    with plain_output():
+        return _run(args, storage, Console())
+
+
+def _run(args: argparse.Namespace, storage: str, console: Console) -> int:
+    """The experiment, then its summary; the exit status."""
     try:
         config = _config_from_args(args, storage)
-        run(config, storage, address=args.address, resume=args.resume)
-        print_experiment(experiment_dir(storage, config.name), console)
+        root = experiment_dir(storage, config.name)
+        rerun = args.rerun.split(",") if args.rerun else ()
+        with tune_paths(root):  # Tune's runs: RunConfig(storage_path=root, name=...)
+            run(config, storage, address=args.address, resume=args.resume, rerun=rerun)
+        print_experiment(root, console)
     except (
         ConfigError,
         ExperimentError,
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as err:
         print(error_lines(err), file=sys.stderr)
         return 2
-    except (TrialsFailed, catalog.CatalogError) as err:
+    except (TrialsFailed, catalog.CatalogError, DamageError) as err:
         print(error_lines(err), file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt):

@@ -1,5 +1,6 @@
 """What the Ray cluster can hold, checked before an experiment starts: whether a trial fits one
-node (or a node type an autoscaler can add), and whether every node sees a local storage."""
+node (or a node type an autoscaler can add), in resources and in memory, whether the driver's
+node holds the dataset, and whether every node sees a local storage."""
 
 from __future__ import annotations
 
@@ -10,20 +11,45 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from mothray.catalog import architecture_name
 from mothray.config import ExperimentConfig
+from mothray.data.footprint import load_bytes, split_rows
 from mothray.experiment.errors import ExperimentError
 from mothray.storage import writable_problem
+from mothray.train.memory import SweepMemory, sweep_memory
+
+# `catalog.plan`, which the driver and every trial build, holds a Python int in a tuple per
+# network: measured 40.6 bytes per network
+PLAN_BYTES_PER_NETWORK = 48
+PLAN_SHOWN = 2**26  # a plan this large is named among what a process holds
 
 
 def check_cluster(config: ExperimentConfig) -> None:
-    """Refuse a trial that no node of the cluster can hold, now or once an autoscaler adds it."""
+    """Refuse a trial that no node of the cluster can hold, now or once an autoscaler adds it:
+    its resources, then its memory and the driver's (`check_memory`)."""
+    shapes = node_shapes()
+    check_resources(config, shapes)
+    check_memory(config, shapes, driver_node())
+
+
+def _trial_resources(config: ExperimentConfig) -> dict[str, float]:
+    """The Ray resources one trial holds (CPU, GPU, custom), those above zero."""
+    wanted = config.resources
+    trial = {"CPU": wanted.cpus_per_actor, "GPU": wanted.gpus_per_actor, **wanted.custom}
+    return {name: amount for name, amount in trial.items() if amount > 0}
+
+
+def _holds(shape: Mapping[str, float], trial: Mapping[str, float]) -> bool:
+    return all(shape.get(name, 0) >= amount for name, amount in trial.items())
+
+
+def check_resources(config: ExperimentConfig, shapes: list[dict[str, float]]) -> None:
+    """Refuse a trial whose CPUs, GPUs and custom resources no node shape in `shapes` holds."""
     wanted = config.resources
     fields = {"CPU": "resources.cpus_per_actor", "GPU": "resources.gpus_per_actor"}
     fields |= {name: f"resources.custom.{name}" for name in wanted.custom}
-    trial = {"CPU": wanted.cpus_per_actor, "GPU": wanted.gpus_per_actor, **wanted.custom}
-    trial = {name: amount for name, amount in trial.items() if amount > 0}
-    shapes = node_shapes()
-    if any(all(shape.get(name, 0) >= amount for name, amount in trial.items()) for shape in shapes):
+    trial = _trial_resources(config)
+    if any(_holds(shape, trial) for shape in shapes):
         return
     if "GPU" in trial and not any(shape.get("GPU", 0) for shape in shapes):
         raise ExperimentError(
@@ -43,6 +69,152 @@ def check_cluster(config: ExperimentConfig) -> None:
 
 def _resources(amounts: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{name}: {amount:g}" for name, amount in amounts.items()) + "}"
+
+
+def check_memory(
+    config: ExperimentConfig, shapes: list[dict[str, float]], driver: Mapping[str, float] | None
+) -> None:
+    """Refuse an experiment whose dataset the driver's node, or whose trial every node that can
+    hold one, lacks the memory for; one line per problem, with the figures.
+
+    Estimates (`mothray.data.footprint`, `mothray.train.memory`), as if no trajectory failed:
+
+    - the driver loads the whole dataset into its own memory (then Ray puts it once into its
+      node's object store) and builds the catalog's plan: they must fit the Ray "memory" of
+      `driver`, the driver's node's resources (skipped where it is unknown, a Ray client);
+    - a trial's process holds its sweep's host memory (on CPUs its devices' too: a copy of
+      the splits per CPU device, its networks, optimiser state and temporaries, every level's
+      networks) and the plan: the largest trial (of any architecture, a full batch or the
+      last) must fit the Ray "memory" of some node shape that holds its CPUs, GPUs and custom
+      resources. Shapes that do not report memory (node types an autoscaler can add whose
+      config declares no `memory`) may hold it: then nothing is refused.
+
+    Not checked: a GPU's own memory, which Ray does not report (`mothray.train.memory`
+    estimates it: `SweepMemory.device`), and the object store's size: a dataset larger than
+    it still goes in, Ray then backs it with files on disk (fallback allocation). Ray does
+    not reserve memory for the trials it packs onto one node either.
+    """
+    simulation = config.simulation
+    rows = split_rows(simulation.train, simulation.test, config.training.validation_fraction)
+    rows = (max(rows[0], 1), max(rows[1], 1), max(rows[2], 1))  # an empty split fails later
+    plan = PLAN_BYTES_PER_NETWORK * config.networks * len(config.hidden_sizes)
+    plan_part = f"; the catalog's plan of {config.networks:,} networks: {gib(plan)}"
+    problems = []
+    if driver is not None and "memory" in driver:
+        need = load_bytes(rows) + plan
+        if need > driver["memory"]:
+            problems.append(
+                f"the driver needs about {gib(need)} of memory (the dataset loaded: "
+                f"{gib(load_bytes(rows))}, {sum(rows):,} rows of simulation.train "
+                f"{simulation.train:,} and simulation.test {simulation.test:,}"
+                f"{plan_part if plan >= PLAN_SHOWN else ''}), but its node has "
+                f"{gib(driver['memory'])}; lower "
+                f"{'networks' if plan > need / 2 else 'simulation.train and simulation.test'}"
+                ", or run the driver on a larger node"
+            )
+    candidates = [shape for shape in shapes if _holds(shape, _trial_resources(config))]
+    if candidates and all("memory" in shape for shape in candidates):
+        most, cpu = max(shape["memory"] for shape in candidates), _on_cpu(config)
+        trials = [
+            (hidden, _trial_sweep(config, hidden, networks, rows))
+            for hidden in config.hidden_sizes
+            for networks in _batch_sizes(config)
+        ]
+        hidden, sweep = max(trials, key=lambda trial: trial[1].process(cpu))
+        need = sweep.process(cpu) + plan
+        if need > most:
+            fit = _most_networks(config, hidden, rows, most - plan)
+            if plan > need / 2:
+                fewer = "lower networks"
+            elif fit:
+                fewer = f"lower resources.networks_per_actor ({fit:,} would fit)"
+            else:
+                fewer = "not one network fits: lower simulation.train and simulation.test"
+            problems.append(
+                f"a trial needs about {gib(need)} of memory ({_parts(sweep, hidden, cpu)}"
+                f"{plan_part if plan >= PLAN_SHOWN else ''}), but the largest node that can "
+                f"hold one has {gib(most)}; {fewer}, or give trials larger nodes"
+            )
+    if problems:
+        raise ExperimentError("\n".join(problems))
+
+
+def _on_cpu(config: ExperimentConfig) -> bool:
+    return config.resources.gpus_per_actor == 0
+
+
+def _batch_sizes(config: ExperimentConfig) -> set[int]:
+    """The networks a trial trains: a full batch, and the last batch's remainder."""
+    per_actor, networks = config.resources.networks_per_actor, config.networks
+    return {min(per_actor, networks), networks % per_actor or min(per_actor, networks)}
+
+
+def _devices(config: ExperimentConfig) -> int:
+    """The devices a trial's JAX sees: on CPUs, one per CPU the trial holds; on GPUs, its whole
+    cards (one for a share of a card)."""
+    resources = config.resources
+    gpus = resources.gpus_per_actor
+    return resources.cpus_per_actor if gpus == 0 else max(1, int(gpus))
+
+
+def _trial_sweep(
+    config: ExperimentConfig, hidden: tuple[int, ...], networks: int, rows: tuple[int, int, int]
+) -> SweepMemory:
+    """The sweep of a trial of `networks` networks of `hidden`."""
+    return sweep_memory(config.training.engine(hidden), networks, rows, _devices(config))
+
+
+def _most_networks(
+    config: ExperimentConfig, hidden: tuple[int, ...], rows: tuple[int, int, int], budget: float
+) -> int:
+    """The most networks per trial whose sweep fits `budget` bytes (0: not even one), among
+    multiples of the trial's devices (every device used, the splits on each: the estimate
+    grows with the networks), else fewer networks than devices."""
+    step, most = _devices(config), min(config.resources.networks_per_actor, config.networks)
+
+    def fits(networks: int) -> bool:
+        return _trial_sweep(config, hidden, networks, rows).process(_on_cpu(config)) <= budget
+
+    low, high = 0, most // step
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle * step) else (low, middle - 1)
+    if low:
+        return low * step
+    return next((n for n in range(min(step - 1, most), 0, -1) if fits(n)), 0)
+
+
+def _parts(sweep: SweepMemory, hidden: tuple[int, ...], cpu: bool) -> str:
+    """What a trial's memory is made of, in words and GiB."""
+    parts = [f"{sweep.networks:,} networks of {architecture_name(hidden)}"]
+    if cpu:
+        parts += [
+            f"the splits {gib(sweep.data)}"
+            + (f" on each of its {sweep.data_copies} CPU devices" if sweep.data_copies > 1 else ""),
+            f"networks and optimiser {gib(sweep.state)}",
+            f"temporaries {gib(sweep.work)}",
+        ]
+    parts += [
+        f"every level's networks kept {gib(sweep.records)}",
+        f"checkpoint copies {gib(sweep.checkpoint)}",
+        f"the process {gib(sweep.runtime)}",
+    ]
+    if not cpu:
+        parts.append(f"and, not checked, {gib(sweep.device)} on its GPU")
+    return ", ".join(parts)
+
+
+def gib(size: float) -> str:
+    """Bytes in GiB with one decimal; below 0.1 GiB, in MiB."""
+    return f"{size / 2**30:.1f} GiB" if size >= 0.1 * 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def driver_node() -> dict[str, float] | None:
+    """The resources of the node this driver runs on; None where Ray does not say (a Ray
+    client's driver runs off the cluster)."""
+    here = ray.get_runtime_context().get_node_id()
+    found = [node["Resources"] for node in ray.nodes() if node["Alive"] and node["NodeID"] == here]
+    return found[0] if found else None
 
 
 # `ray up` copies the cluster config here on the head, where `ray job submit` runs drivers

@@ -4,6 +4,7 @@ level into the catalog and reporting it (metrics and a checkpoint) to Tune."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -25,6 +26,8 @@ from mothray.train import SweepResult, SweepState, prune_sweep
 
 QUANTILES = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 GPU_SHARE_OF_CARD = 0.9  # of a fractional GPU's share, what JAX may allocate
+# Ray Train's logger in a trial's process: a line at every checkpoint, i.e. every level
+CHECKPOINT_LOGGER = "ray.train._internal.storage"
 
 
 def train_batch(
@@ -32,8 +35,10 @@ def train_batch(
 ) -> None:
     """Tune trainable: one batch of networks through the schedule, from its last checkpoint.
 
-    After every level the level goes into the catalog, then metrics and a checkpoint to Tune.
+    After every level the level goes into the catalog, then metrics and a checkpoint to Tune
+    (without Ray Train's line per checkpoint, which the driver would print per trial and level).
     """
+    logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     config = parse(ExperimentConfig, experiment)
     batch = _batch_of(config, trial)
     _configure_jax(config.resources.gpus_per_actor, config.resources.cpus_per_actor)
