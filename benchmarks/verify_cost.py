@@ -66,9 +66,7 @@ def main() -> None:
     size = sum(f.stat().st_size for f in checked.rglob("*") if f.is_file())
     load_plain = min(timed(lambda: data.load(plain)) for _ in range(args.repeats))
     load_checked = min(timed(lambda: data.load(checked)) for _ in range(args.repeats))
-    verify = min(
-        timed(lambda: damaged_chunks(open_store(checked))) for _ in range(args.repeats)
-    )
+    verify = min(timed(lambda: damaged_chunks(open_store(checked))) for _ in range(args.repeats))
     print(f"rows {args.rows:,} in chunks of {args.chunk:,}; store {size / 2**20:,.0f} MiB")
     print(f"load, no checksums   {load_plain:6.2f} s")
     print(f"load, checksums      {load_checked:6.2f} s   ratio {load_checked / load_plain:.3f}")
