@@ -341,8 +341,7 @@ class Catalog:
     @property
     def table(self) -> pd.DataFrame:
         """The per-network table (catalog.csv), rows in this catalog's network order."""
-        with fsspec.open(table_path(self.path), "r") as file:
-            table = pd.read_csv(file, dtype={"architecture": str})  # "16" is a name
+        table = _read_table(self.path)
         return table[table["architecture"].isin(self._names)].reset_index(drop=True)
 
     @property
@@ -388,7 +387,7 @@ class Catalog:
         (the block's means: training loss before each update, validation loss after it).
         """
         group, k = self._locate(network)
-        curves, steps = _read(group, "curves", (slice(None), k)), _read(group, "steps")[:, k]
+        curves, steps = (_read(group, name, (slice(None), k)) for name in ("curves", "steps"))
         ends = np.minimum(_read(group, "curve_step"), steps[:, None])  # (L, B)
         before = np.concatenate([[0], np.cumsum(steps)[:-1]])
         level, block = np.nonzero(~np.isnan(curves[:, :, 0]))
@@ -767,16 +766,7 @@ def _read_layers(group: zarr.Group, read: Callable[[str, int], np.ndarray]) -> N
 def _read(group: zarr.Group, name: str, selection: Any = slice(None), needed: bool = True) -> Any:
     """`group[name][selection]`, checksums checked; `needed`: its chunks must exist (else they
     read as the fill value, which for done flags means "not done")."""
-    array = group[name]
-    if needed:
-        return integrity.read(array, selection)
-    try:
-        return array[selection]
-    except integrity.READ_ERRORS as err:
-        raise integrity.DamageError(
-            f"{integrity.location(array)}/{array.path}: unreadable ({err});"
-            f" check it: `python -m mothray.verify {integrity.location(array)}`"
-        ) from None
+    return integrity.read(group[name], selection, required=needed)
 
 
 def _check_format(root: zarr.Group, path: str) -> None:
@@ -854,8 +844,12 @@ def _verify_architecture(group: zarr.Group, attrs: dict[str, Any], path: str) ->
     name, complete = group.basename, bool(attrs.get("complete", False))
     block = min(attrs["networks_per_actor"], attrs["networks"])
     done = integrity.salvage(group["level_done"])[0]  # unreadable flags: not done
+    levels, blocks = len(attrs["sparsity"]), group["curve_step"].shape[0]
+    layout = _layout(
+        group.attrs["hidden"], levels, attrs["networks"], block, attrs["weights"], blocks
+    )
     findings = []
-    for array_name in _array_names(group):
+    for array_name in layout:
         array = group[array_name]
         axis = _network_axis(array_name)
         for damage in integrity.scan(
@@ -866,20 +860,6 @@ def _verify_architecture(group: zarr.Group, attrs: dict[str, Any], path: str) ->
     if findings or not complete:
         return findings
     return _disagreements(group, attrs, path, block)
-
-
-def _array_names(group: zarr.Group) -> list[str]:
-    """Every array of an architecture's group, by path within it."""
-    per_level = LAYER_FIELDS if "weights/0" in group else ("masks", "bias_masks")
-    layers = range(len(group.attrs["layer_sizes"]))
-    fixed = ["seeds", "level_done", "losses", "steps", "diverged", "remaining", "curves"]
-    return [
-        *fixed,
-        "curve_step",
-        "optimal_level",
-        *(f"{field}/{i}" for field in per_level for i in layers),
-        *_optimal_arrays(group),
-    ]
 
 
 def _network_axis(name: str) -> int | None:
@@ -958,10 +938,15 @@ def _disagreements(
     return findings
 
 
+def _read_table(path: str) -> pd.DataFrame:
+    """The table `finalize` wrote next to the catalog at `path` (catalog.csv)."""
+    with fsspec.open(table_path(path), "r") as file:
+        return pd.read_csv(file, dtype={"architecture": str})  # "16" is a name
+
+
 def _stored_table(path: str) -> pd.DataFrame | None:
     """catalog.csv as stored, None if absent or unreadable."""
     try:
-        with fsspec.open(table_path(path), "r") as file:
-            return pd.read_csv(file, dtype={"architecture": str})
+        return _read_table(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import zarr
 from helpers import CONFIG, assert_same_catalog
@@ -192,6 +193,17 @@ def test_data_that_disagree_under_valid_checksums_are_found(experiment):
     (report,) = verify(str(path))
     assert f"{path}/{architecture}: optimal_level disagrees with the test losses" in report.problems
     assert report.problems[-1] == f"trials to rerun (architecture:batch): {architecture}:2"
+
+
+def test_a_table_that_disagrees_with_the_store_is_found(experiment):
+    _, path = experiment
+    table_file = Path(catalog.table_path(str(path)))
+    table = pd.read_csv(table_file, dtype={"architecture": str})
+    table.loc[1, "optimal_level"] = table.loc[1, "optimal_level"] + 1  # network 1: batch 0
+    table.to_csv(table_file, index=False)
+    (report,) = verify(str(path))
+    assert any(f"{table_file} disagrees with optimal_level" in p for p in report.problems)
+    assert report.problems[-1].endswith(":0")
 
 
 def test_stores_written_without_checksums_are_refused(dataset, copy):

@@ -132,12 +132,19 @@ def require(array: zarr.Array, needed: Iterable[Coords], repair: str | None = No
         )
 
 
-def read(array: zarr.Array, selection: Any = slice(None), repair: str | None = None) -> np.ndarray:
-    """`array[selection]`, with every chunk it touches present and intact, else DamageError
-    (ending with `repair`, as `require`)."""
+def read(
+    array: zarr.Array,
+    selection: Any = slice(None),
+    repair: str | None = None,
+    required: bool = True,
+) -> np.ndarray:
+    """`array[selection]`, with every chunk it touches intact and, if `required`, present (else
+    absent ones read as the fill value: for done flags, "not done"); else DamageError, ending
+    with `repair` as `require`'s."""
     parts = selection if isinstance(selection, tuple) else (selection,)
     touched = covering(array, parts)
-    require(array, touched, repair)
+    if required:
+        require(array, touched, repair)
     try:
         return array[selection]
     except READ_ERRORS as err:
