@@ -35,10 +35,11 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[aws,dev]'
 	touch $@
 
-demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~5 min)
+demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~5.5 min), and its report
 	$(PY) -m mothray.experiment --config demo --storage runs
 	@echo "browse: $(PY) -m mothray.results demo --storage runs  |  $(PY) -m mothray.results --storage runs"
 	@echo "        tensorboard --logdir runs/demo/tune (pip install tensorboard)  |  catalog: runs/demo/catalog.zarr, runs/demo/catalog.csv"
+	@echo "report: runs/demo/report/report.md (figures: runs/demo/report/*.png; numbers: summary.json)"
 
 test: $(DEV_STAMP) ## lint, the layers' import contracts, then the whole test suite (creates .venv on first use)
 	$(PY) -m ruff check mothray tests benchmarks
@@ -80,7 +81,7 @@ results: $(STAMP) ## the cluster's experiments, or one's trials and catalog: mak
 
 fetch: name-given $(STAMP) ## copy an experiment's catalog and records into runs/NAME: make fetch NAME=paper
 	mkdir -p runs/$(NAME)
-	for item in catalog.zarr catalog.csv experiment.json scaler.json; do \
+	for item in catalog.zarr catalog.csv experiment.json scaler.json report; do \
 		$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/$$item runs/$(NAME)/ || exit 1; \
 	done
 

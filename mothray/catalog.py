@@ -412,13 +412,27 @@ class Catalog:
         _require_weights(self._root, "biases")
         return self._layer("biases", level)
 
-    def masks(self, level: int) -> list[np.ndarray]:
-        """Per layer (K, n_in, n_out), which weights remain at one level."""
-        return self._layer("masks", level)
+    def masks(self, level: int, layers: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Per layer (K, n_in, n_out), which weights remain at one level; `layers`: only those."""
+        return self._layer("masks", level, layers)
 
     def bias_masks(self, level: int) -> list[np.ndarray]:
         """Per layer (K, n_out), which biases remain at one level."""
         return self._layer("bias_masks", level)
+
+    def network(self, network: int, level: int) -> NetworkSnapshot:
+        """One network at one level, per layer without the network axis: (n_in, n_out) weights.
+
+        Reads that network's chunks only. With catalog.weights "optimal", only its optimal level.
+        """
+        group, k = self._locate(network)
+        _check_level(self._root, level)
+        level %= len(self.sparsity)
+        if self._attrs["weights"] == "all":
+            return _read_layers(group, lambda field, i: _read(group, f"{field}/{i}", (level, k)))
+        if level != _read(group, "optimal_level", k):
+            _require_weights(self._root, f"network {network} at level {level} (not its optimal)")
+        return _read_layers(group, lambda field, i: _read(group, f"optimal/{field}/{i}", k))
 
     def optimal(self) -> NetworkSnapshot:
         """Every network at its optimal level; NaN values and False masks where it has none."""
@@ -450,13 +464,15 @@ class Catalog:
         axis = 1 if level_axis else 0
         return np.concatenate([_read(group, name) for group in self._groups], axis=axis)
 
-    def _layer(self, field: str, level: int) -> list[np.ndarray]:
+    def _layer(
+        self, field: str, level: int, layers: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         self._check_same_shapes(field)
         _check_level(self._root, level)
-        layers = len(self._groups[0].attrs["layer_sizes"])
+        count = len(self._groups[0].attrs["layer_sizes"])
         return [
             np.concatenate([_read(group, f"{field}/{i}", level) for group in self._groups])
-            for i in range(layers)
+            for i in (range(count) if layers is None else layers)
         ]
 
     def _check_same_shapes(self, what: str) -> None:

@@ -3,7 +3,8 @@
 Without a name: the experiments in the storage and their state. With one: its dataset and
 timings, the Tune trial table (read from Tune's own run directory, so it works while the
 experiment runs), and once the catalog is complete its summary: how many networks are
-optimally sparse at each level, as a bar chart, and the test-loss quantiles per level.
+optimally sparse at each level, as a bar chart, and the test-loss quantiles per level, and
+where its report is (`mothray.report`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from mothray import catalog
 from mothray.config import ConfigError, ExperimentConfig, parse
 from mothray.console import plain_output
 from mothray.data.integrity import DamageError
-from mothray.storage import absolute, children, default_storage, experiment_dir, read_json
+from mothray.storage import (
+    absolute,
+    children,
+    default_storage,
+    experiment_dir,
+    read_json,
+    report_page,
+)
 
 RECORD_NAME = "experiment.json"  # in an experiment's directory
 RECORD_KEYS = {"name", "state", "config", "sessions"}
@@ -183,6 +191,16 @@ def print_experiment(root: str, console: Console) -> None:
             f"mothray.catalog.open(path); Tune's results: {escape(posixpath.join(root, 'tune'))}",
             soft_wrap=True,
         )
+        console.print(_report_line(root), soft_wrap=True)
+
+
+def _report_line(root: str) -> str:
+    """Where a complete experiment's report is, or how to make it."""
+    report = report_page(root)
+    fs, location = fsspec.core.url_to_fs(report)
+    if fs.exists(location):
+        return f"report: {escape(report)} (figures and summary.json beside it)"
+    return f"no report yet: make it with `python -m mothray.report {escape(root)}`"
 
 
 def print_trials(rows: list[dict[str, Any]], console: Console) -> None:

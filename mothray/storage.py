@@ -10,6 +10,13 @@ from typing import Any
 
 import fsspec
 
+REPORT_DIR = "report"  # in an experiment's directory: figures, report.md, summary.json
+
+
+def report_page(root: str) -> str:
+    """The report.md of the experiment at `root` (mothray.analysis.report writes it)."""
+    return posixpath.join(root, REPORT_DIR, "report.md")
+
 
 def default_storage() -> str:
     """`$MOTHRAY_STORAGE`, else ./runs."""

@@ -2,6 +2,8 @@
 
 import pytest
 
+pytest_plugins = ["catalog_fixtures"]  # a real two-architecture catalog: `finished`
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():

@@ -5,137 +5,27 @@ import json
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-
-from mothray import catalog, data, train
-from mothray.catalog import Batch, CatalogError
-from mothray.config import SimulationConfig
-from mothray.simulate import SPLITS, chunks_of, compute_chunk
-from mothray.train import TrainConfig
-
-ARCHITECTURES = ((8, 8, 4), (8, 4))  # different depths: per-layer reads need select()
-NAMES = ["8-8-4", "8-4"]
-NETWORKS, PER_ACTOR, SEED = 5, 2, 100
-K = NETWORKS * len(ARCHITECTURES)
-TRAINING = TrainConfig(
-    batch_size=16,
-    learning_rate=3e-3,
-    schedule=(0.0, 0.5, 0.8, 0.95),
-    stop_check_every=10,
-    stop_window=20,
-    eval_batch_size=1000,
+from catalog_fixtures import (
+    ARCHITECTURES,
+    LEVELS,
+    NAMES,
+    NETWORKS,
+    PER_ACTOR,
+    SEED,
+    TRAINING,
+    K,
+    batch_record,
+    experiment,
+    write,
 )
-LEVELS = len(TRAINING.schedule)
 
-
-def experiment(threshold: float, weights: str = "all", name: str = "catalog-test"):
-    """Two architectures of 5 networks, 2 per actor: batches of 2, 2 and 1 networks each."""
-    return catalog.Spec(
-        name=name,
-        architectures=ARCHITECTURES,
-        networks=NETWORKS,
-        networks_per_actor=PER_ACTOR,
-        seed=SEED,
-        weights=weights,
-        training=dataclasses.replace(TRAINING, threshold=threshold).to_dict(),
-    )
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    """A thousand real trajectories per split."""
-    sim = SimulationConfig(train=1000, test=1000, chunk=1000, seed=3)
-    return data.from_arrays(*[compute_chunk(sim, chunks_of(sim, split)[0]) for split in SPLITS])
-
-
-@pytest.fixture(scope="module")
-def splits(dataset):
-    return dataset.splits
-
-
-@pytest.fixture(scope="module")
-def scaler(dataset):
-    """What `catalog.create` keeps, so that the catalog alone maps outputs to physical units."""
-    return dataset.scaler
-
-
-@pytest.fixture(scope="module")
-def train_rows(splits):
-    """What `catalog.create` sizes the learning curves by."""
-    return len(splits.train[0])
-
-
-@pytest.fixture(scope="module")
-def sweeps(splits):
-    """Real sweeps of each architecture's networks; the threshold is the median of the
-    networks' best test losses, so half never reach it."""
-    results = [
-        train.prune_sweep(
-            splits,
-            dataclasses.replace(TRAINING, hidden=hidden),
-            [SEED + a * NETWORKS + k for k in range(NETWORKS)],
-        )
-        for a, hidden in enumerate(ARCHITECTURES)
-    ]
-    best = np.concatenate([result.losses[:, :, 2].min(axis=0) for result in results])
-    return results, float(np.median(best))
-
-
-def batch_record(result: train.SweepResult, batch: Batch, level: int) -> train.LevelRecord:
-    """A batch's slice of one level of a sweep, its networks held lazily as a trial's are."""
-    record, part = result.levels[level], slice(batch.start, batch.stop)
-    snapshot = result.snapshot(level)
-    networks = train.NetworkSnapshot(
-        *(tuple(layer[part] for layer in getattr(snapshot, f)) for f in snapshot._fields)
-    )
-    return train.LevelRecord(
-        record.sparsity,
-        record.losses[part],
-        record.steps[part],
-        record.remaining[part],
-        record.diverged[part],
-        record.curves[part],
-        lambda: networks,
-    )
-
-
-def write(path, config, results, batches, levels) -> None:
-    """Write the given levels of the given batches, one level's batches concurrently."""
-    threshold, weights = config.threshold, config.weights
-    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        for level in levels:
-            jobs = [
-                pool.submit(
-                    catalog.write_level,
-                    path,
-                    batch,
-                    level,
-                    batch_record(results[batch.architecture], batch, level),
-                    threshold,
-                    weights,
-                )
-                for batch in batches
-            ]
-            for job in jobs:
-                job.result()
-
-
-@pytest.fixture(scope="module")
-def finished(sweeps, train_rows, scaler, tmp_path_factory):
-    """A complete catalog, levels written last first and some twice; finalize's counts."""
-    results, threshold = sweeps
-    config = experiment(threshold)
-    path = str(tmp_path_factory.mktemp("catalog") / "catalog.zarr")
-    catalog.create(path, config, train_rows, scaler)
-    batches = catalog.plan(config)
-    write(path, config, results, batches, levels=reversed(range(LEVELS)))
-    write(path, config, results, batches[::2], levels=[1, 0, 3])
-    return path, config, catalog.finalize(path)
+from mothray import catalog, train
+from mothray.catalog import CatalogError
 
 
 def expected_optimal(test_losses: np.ndarray, threshold: float) -> list[int]:
@@ -243,6 +133,26 @@ def test_per_layer_reads_need_one_architecture(finished):
         cat.select("1-2-3")
     with pytest.raises(CatalogError, match="levels 0 to 3"):
         cat.select("8-4").masks(LEVELS)
+
+
+def test_one_network_or_some_layers_read_alone(finished):
+    """What the report reads: one network at one level, or one layer's masks of a level."""
+    cat = catalog.open(finished[0])
+    sub = cat.select("8-8-4")
+    for level in (0, 2, -1):
+        for k in (0, NETWORKS - 1):
+            network = sub.network(k, level)
+            for field, layers in zip(network._fields, network, strict=True):
+                whole = getattr(sub, field)(level)
+                for layer, all_networks in zip(layers, whole, strict=True):
+                    np.testing.assert_array_equal(layer, all_networks[k])
+        first = sub.masks(level, layers=[0])
+        assert len(first) == 1
+        np.testing.assert_array_equal(first[0], sub.masks(level)[0])
+    last = cat.network(K - 1, 1)  # the whole catalog's last network: 8-4's last
+    np.testing.assert_array_equal(last.weights[0], cat.select("8-4").weights(1)[0][-1])
+    with pytest.raises(CatalogError, match="networks 0 to"):
+        cat.network(K, 0)
 
 
 def test_optimal_level_is_the_sparsest_level_under_the_threshold(finished):
@@ -448,6 +358,15 @@ def test_lifecycle_of_a_catalog_keeping_optimal_weights_only(
         for read in (sub.weights, sub.biases):
             with pytest.raises(CatalogError, match="catalog.weights is 'optimal'"):
                 read(0)
+        optimal = sub.optimal_level
+        k = int(np.flatnonzero(optimal >= 0)[0])  # one network, at its optimal level only
+        for mine, theirs in zip(
+            sub.network(k, optimal[k]), full.network(k, optimal[k]), strict=True
+        ):
+            for a, b in zip(mine, theirs, strict=True):
+                np.testing.assert_array_equal(a, b)
+        with pytest.raises(CatalogError, match="not its optimal.*catalog.weights is 'optimal'"):
+            sub.network(k, (optimal[k] + 1) % LEVELS)
     with pytest.raises(CatalogError, match="catalog.weights"):
         catalog.level_networks(path, batches[0], 0)
 

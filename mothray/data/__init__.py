@@ -12,7 +12,7 @@ from mothray.data.features import INPUT_NAMES, ROW_COLUMNS, TARGET_NAMES, featur
 from mothray.data.scaler import Scaler
 from mothray.data.splits import Dataset, Splits, from_arrays
 
-_LAZY = {"load": "store"}  # reads Zarr
+_LAZY = {"load": "store", "sample": "store"}  # read Zarr
 
 __all__ = [
     "INPUT_NAMES",
@@ -24,6 +24,7 @@ __all__ = [
     "features",
     "from_arrays",
     "load",
+    "sample",
 ]
 
 __getattr__ = lazy.attributes(__name__, _LAZY)

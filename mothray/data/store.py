@@ -31,7 +31,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from mothray.data import integrity
-from mothray.data.features import ROW_COLUMNS
+from mothray.data.features import ROW_COLUMNS, features
 from mothray.data.integrity import Damage
 from mothray.data.splits import Dataset, Reader, build
 
@@ -300,6 +300,22 @@ def load(store: str | Path, validation_fraction: float = 0.2, *, progress: bool 
             readers = _tracked(readers, _chunk_count(group), f"loading {split}")
         sources.append((ok, readers))
     return build(*sources, validation_fraction)
+
+
+def sample(store: str | Path, rows: int, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs and targets, in physical units, of the first `rows` usable rows of a
+    split: its rows are independent draws, so the first ones are a random sample of it."""
+    group = open(store)[split]
+    blocks, found = [], 0
+    for read in _store_blocks(group, np.asarray(_read(group["ok"]), dtype=bool)):
+        block = read()
+        ok = block["ok"]
+        blocks.append(features(*(block[name][ok] for name in ROW_COLUMNS[:3])))
+        found += int(np.count_nonzero(ok))
+        if found >= rows:
+            break
+    inputs, targets = (np.concatenate(parts)[:rows] for parts in zip(*blocks, strict=True))
+    return inputs, targets
 
 
 def _tracked(readers: Iterable[Reader], total: int, description: str) -> Iterator[Reader]:

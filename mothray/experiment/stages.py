@@ -1,19 +1,21 @@
 """The experiment's stages, resumable: the dataset, training (a Tune trial per batch of
-networks) and the catalog, recorded in experiment.json as each completes."""
+networks), the catalog and its report, recorded in experiment.json as each completes."""
 
 from __future__ import annotations
 
 import posixpath
-import re
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import fsspec
 from ray import tune
 
-from mothray import catalog
+from mothray import catalog, report
 from mothray.config import DATASETS_DIR, ExperimentConfig, to_dict
+from mothray.console import plain
 from mothray.data import Splits, load
 from mothray.experiment.cluster import check_cluster, check_shared, check_storage
 from mothray.experiment.errors import ExperimentError, Interrupted, TrialsFailed
@@ -23,9 +25,7 @@ from mothray.lease import lease
 from mothray.results import RECORD_NAME
 from mothray.session import ray_session
 from mothray.simulate import check_location, dataset_id, simulate
-from mothray.storage import absolute, experiment_dir, write_json
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in Ray's error text
+from mothray.storage import absolute, experiment_dir, report_page, write_json
 
 
 def run(
@@ -56,6 +56,10 @@ def run(
     batches = rerun_batches(config, rerun)
     record = open_record(root, config, resume or bool(batches))
     if record["state"] == "complete" and not batches:
+        if not Path(report_page(root)).exists():
+            with lease(root):  # a report that failed, or predates mothray.report: made now
+                record["report"] = _report(root, record, progress)
+                write_json(posixpath.join(root, RECORD_NAME), record)
         return record
     with ray_session(address):
         check_cluster(config)
@@ -122,7 +126,7 @@ def _stages(
     timings: dict[str, float],
     progress: bool,
 ) -> None:
-    """Dataset, training, catalog; `record` and `timings` filled in as each completes."""
+    """Dataset, training, catalog, report; `record` and `timings` filled in as each completes."""
     started = time.perf_counter()
     store = _dataset_store(storage, config)
     simulate(config.simulation, store, progress=progress)
@@ -153,6 +157,25 @@ def _stages(
     timings["catalog_s"] = round(time.perf_counter() - started, 1)
     record.pop("rerun", None)
     record.update(state="complete", finished=now())
+    write_json(posixpath.join(root, RECORD_NAME), record)
+
+    started = time.perf_counter()
+    record["report"] = _report(root, record, progress)
+    timings["report_s"] = round(time.perf_counter() - started, 1)
+
+
+def _report(root: str, record: dict[str, Any], progress: bool) -> dict[str, str]:
+    """The report, the last stage: whatever fails in it is printed and recorded, and leaves the
+    experiment complete (`python -m mothray.report` makes it again)."""
+    try:
+        return {"path": report.make(report.experiment_target(root, record), progress=progress)}
+    except Exception as err:  # noqa: BLE001 - a report never fails the experiment
+        message = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        print(
+            f"report failed: {message}; make it again: python -m mothray.report {root}",
+            file=sys.stderr,
+        )
+        return {"error": message}
 
 
 def _start_rerun(root: str, record: dict[str, Any], batches: list[catalog.Batch]) -> None:
@@ -200,7 +223,7 @@ def trial_failure(result: tune.Result) -> str:
     """A failed trial in one line: the error's type and message (without Ray's worker
     traceback or terminal colours), and the file that holds its full log."""
     cause = getattr(result.error, "cause", None) or result.error
-    message = " ".join(ANSI_ESCAPE.sub("", str(cause)).split())
+    message = " ".join(plain(str(cause)).split())
     log = posixpath.join(result.path, "error.txt")
     return f"{type(cause).__name__}: {message} (full log: {log})"
 

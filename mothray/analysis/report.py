@@ -1,0 +1,246 @@
+"""A catalog's report: every figure as PNG and SVG, `report.md` (each figure and table with a
+line on what it shows) and `summary.json` (the numbers behind them), written into a directory
+as a whole: staged beside it, then swapped in, so a report on disk is never half written.
+
+Reads losses, learning curves, remaining counts, the first-layer masks of the modal level and
+two levels of one network; never every level's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mothray import __version__
+from mothray.analysis import figures, study
+from mothray.analysis.prediction import prediction_quality
+from mothray.catalog import Catalog
+from mothray.data.features import INPUT_NAMES
+
+SAMPLE_ROWS = 2000  # test rows of the prediction figures
+FORMATS = ("png", "svg")
+MARKDOWN, SUMMARY = "report.md", "summary.json"
+
+Sample = tuple[np.ndarray, np.ndarray]  # test inputs (n, 10) and targets (n, 7), physical units
+
+
+class Item(NamedTuple):
+    """One figure of the report: its file name (without suffix), caption and how to draw it."""
+
+    name: str
+    caption: str
+    draw: Callable[[], Figure]
+
+
+def items(cat: Catalog, sample: Sample | None) -> tuple[list[Item], dict[str, list[str]]]:
+    """Every figure of the report, and per architecture the notes on what could not be drawn."""
+    found, notes = [], {}
+    for name in cat.architectures:
+        part = cat.select(name)
+        network = study.default_network(part)
+        found += [
+            Item(
+                f"{name}-pruning",
+                f"Sequential pruning of network {network} (optimal at the modal level, dense"
+                " test loss nearest their median): training and validation loss over every"
+                " level, the threshold dashed, its optimal level shaded.",
+                lambda part=part, network=network: figures.pruning_curves(part, network),
+            ),
+            Item(
+                f"{name}-networks",
+                "Nine networks spread over the range of optimal sparsities, the same view.",
+                lambda part=part: figures.network_grid(part),
+            ),
+            Item(
+                f"{name}-loss-sparsity",
+                "How many networks are optimally sparse at each level, and never (top); the"
+                " test loss of every network at every level (bottom, log scale).",
+                lambda part=part: figures.loss_against_sparsity(part),
+            ),
+            Item(
+                f"{name}-inputs",
+                "Connections from each input to the first hidden layer in the networks optimal"
+                " at the modal level: inputs with few are the ones pruning finds least needed.",
+                lambda part=part: figures.pruned_inputs(part),
+            ),
+        ]
+        predictions, notes[name] = _prediction_items(part, name, network, sample)
+        found += predictions
+    if len(cat.architectures) > 1:
+        found.append(
+            Item(
+                "architectures",
+                "The architectures side by side: where their networks are optimally sparse,"
+                " the weights left there, and the median test loss against sparsity.",
+                lambda: figures.architectures(cat),
+            )
+        )
+    return found, notes
+
+
+def _prediction_items(
+    cat: Catalog, name: str, network: int, sample: Sample | None
+) -> tuple[list[Item], list[str]]:
+    """The prediction figures of one network dense and at its optimal level, or why not."""
+    if sample is None:
+        return [], ["No test rows were given (the dataset was not found): no prediction figures."]
+    optimal = int(cat.optimal_level[network])
+    levels = {"dense": 0} | ({"optimal": optimal} if optimal > 0 else {})
+    found, notes = [], []
+    for label, level in levels.items():
+        if cat.attrs["weights"] != "all" and level != optimal:
+            notes.append(
+                f"The {label} weights of network {network} were not kept (catalog.weights is"
+                f" {cat.attrs['weights']!r}): no {label} prediction figure."
+            )
+            continue
+        found.append(
+            Item(
+                f"{name}-prediction-{label}",
+                f"Network {network} at {cat.sparsity[level]:.0%} sparsity ({label}) on"
+                f" {len(sample[0])} test rows: predicted against true for each output in"
+                " physical units (top) and the residuals (bottom).",
+                lambda level=level: prediction_quality(cat, network, level, *sample),
+            )
+        )
+    if optimal < 0:
+        notes.append(f"Network {network} never reaches the threshold: no optimal-level figure.")
+    return found, notes
+
+
+def write(
+    cat: Catalog,
+    out: str | Path,
+    title: str,
+    sample: Sample | None = None,
+    track: Callable[[Iterable[Item], int], Iterable[Item]] = lambda found, total: found,
+) -> dict[str, Any]:
+    """Write the report of `cat` into the directory `out` (replacing one there); returns the
+    summary. `track` wraps the figures as they are drawn (a progress bar)."""
+    out = Path(out)
+    staged = out.with_name(f"{out.name}.partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    found, notes = items(cat, sample)
+    for item in track(found, len(found)):
+        fig = item.draw()
+        for suffix in FORMATS:
+            fig.savefig(staged / f"{item.name}.{suffix}", dpi=150)
+    summary = {
+        "title": title,
+        "catalog": cat.path,
+        "made": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mothray_version": __version__,
+        "architectures": {name: study.summary(cat.select(name)) for name in cat.architectures},
+    }
+    (staged / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False))
+    (staged / MARKDOWN).write_text(markdown(cat, summary, found, notes))
+    _swap_in(staged, out)
+    return summary
+
+
+def _swap_in(staged: Path, out: Path) -> None:
+    """Replace `out` by `staged`: two renames, the old report removed after."""
+    old = out.with_name(f"{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def markdown(
+    cat: Catalog, summary: dict[str, Any], found: list[Item], notes: dict[str, list[str]]
+) -> str:
+    """report.md: per architecture its figures (PNG) with their captions, and its tables."""
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"{len(cat)} networks of {', '.join(cat.architectures)}; threshold: test MSE at or under"
+        f" {cat.threshold:.3g}; catalog `{cat.path}`; made {summary['made']} by mothray"
+        f" {__version__}. The numbers: [`{SUMMARY}`]({SUMMARY}).",
+    ]
+    for name in cat.architectures:
+        numbers = summary["architectures"][name]
+        lines += ["", f"## {name}", "", _headline(numbers), ""]
+        for item in (item for item in found if item.name.startswith(f"{name}-")):
+            lines += [f"![{item.caption}]({item.name}.png)", "", item.caption, ""]
+        lines += [f"- {note}" for note in notes[name]]
+        lines += ["", *_tables(cat.select(name), numbers)]
+    sweep = [item for item in found if item.name == "architectures"]
+    for item in sweep:
+        lines += ["", "## Architectures side by side", "", f"![{item.caption}]({item.name}.png)"]
+        lines += ["", item.caption]
+    return "\n".join(lines) + "\n"
+
+
+def _headline(numbers: dict[str, Any]) -> str:
+    """One architecture's result in a sentence."""
+    counts = numbers["optimal_counts"]
+    reached = numbers["networks"] - counts["never"]
+    dense = numbers["dense_median_test_loss"]
+    text = (
+        f"{numbers['networks']} networks, dense median test loss"
+        f" {'n/a' if dense is None else f'{dense:.2e}'}; {reached} reach the threshold,"
+        f" {counts['never']} never do."
+    )
+    if numbers["modal_sparsity"] is not None:
+        text += (
+            f" The modal optimal sparsity is {numbers['modal_sparsity']:.0%}"
+            f" ({numbers['modal_count']} networks)."
+        )
+    return text
+
+
+def _tables(cat: Catalog, numbers: dict[str, Any]) -> list[str]:
+    """Table 1 (layer sparsity) and the input-connection table, or a line saying why not."""
+    if numbers["modal_sparsity"] is None:
+        return ["No network reaches the threshold at any level: no layer or input tables."]
+    layers = study.layer_remaining(cat)
+    modal = f"the {numbers['modal_count']} networks optimal at {numbers['modal_sparsity']:.0%}"
+    table = pd.DataFrame(
+        {
+            "layer": layers["layer"],
+            "weights": layers["weights"],
+            "mean remaining": layers["mean"].map("{:.1f}".format),
+            "variance": layers["variance"].map("{:.1f}".format),
+            "remaining fraction": layers["fraction"].map("{:.3f}".format),
+        }
+    )
+    inputs = pd.DataFrame(
+        [
+            {
+                "input": name,
+                "median": f"{row['median']:g}",
+                "min": row["min"],
+                "max": row["max"],
+                "fully pruned": f"{row['fully_pruned_fraction']:.0%}",
+            }
+            for name, row in numbers["input_connections"].items()
+        ]
+    )
+    return [
+        f"Layer sparsity of {modal} (Table 1): weights left per layer.",
+        "",
+        *_markdown_table(table),
+        "",
+        f"Connections from each input to the first hidden layer in {modal}"
+        f" (inputs: {', '.join(INPUT_NAMES)}).",
+        "",
+        *_markdown_table(inputs),
+    ]
+
+
+def _markdown_table(table: pd.DataFrame) -> list[str]:
+    """A DataFrame as a Markdown table: its first column left-aligned, the numbers right."""
+    align = ["---", *["---:"] * (len(table.columns) - 1)]
+    rows = [table.columns.tolist(), align, *table.astype(str).to_numpy().tolist()]
+    return ["| " + " | ".join(map(str, row)) + " |" for row in rows]

@@ -1,0 +1,144 @@
+"""`python -m mothray.report NAME|PATH`: the study's figures and tables from a complete
+experiment (or a catalog), into `<experiment>/report/`: PNG and SVG figures, report.md and
+summary.json (`mothray.analysis.report`). The experiment command makes it as its last stage;
+this command makes it again, e.g. after the experiment's catalog was repaired."""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import sys
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rich.console import Console
+from rich.progress import track
+
+from mothray import catalog
+from mothray.analysis import report
+from mothray.config import DATASETS_DIR
+from mothray.console import plain_output
+from mothray.data import sample
+from mothray.data.integrity import DamageError
+from mothray.data.store import DatasetError
+from mothray.lease import LeaseHeld, lease
+from mothray.results import RecordError, read_record
+from mothray.storage import REPORT_DIR, absolute, default_storage, experiment_dir
+
+
+class ReportError(Exception):
+    """What was named is not a complete experiment or catalog."""
+
+
+class Target(NamedTuple):
+    """What a report is made of and where it goes."""
+
+    title: str
+    catalog: str
+    out: str
+    dataset: str | None  # the simulation store whose test rows the prediction figures use
+    root: str | None  # the experiment's directory, whose lease guards the report
+
+
+def experiment_target(root: str, record: dict[str, Any]) -> Target:
+    """The report of the experiment at `root`, which must be complete."""
+    if record["state"] != "complete":
+        raise ReportError(
+            f"{root}: the experiment is {record['state']}, not complete; finish it with"
+            f" `python -m mothray.experiment --resume --name {record['name']}"
+            f" --storage {posixpath.dirname(root)}`"
+        )
+    dataset = record.get("dataset", {})  # where it was simulated, or beside the experiment
+    beside = posixpath.join(posixpath.dirname(root), DATASETS_DIR, dataset.get("id", ""))
+    stores = (dataset.get("path"), beside)
+    found = next((store for store in stores if store and Path(store, "zarr.json").exists()), None)
+    return Target(
+        f"{record['name']}: report",
+        posixpath.join(root, catalog.STORE_NAME),
+        posixpath.join(root, REPORT_DIR),
+        found,
+        root,
+    )
+
+
+def find(name: str, storage: str) -> Target:
+    """The target named on the command line: an experiment's path or name, or a catalog's path."""
+    path = absolute(name)
+    for root in (path, experiment_dir(storage, name)):
+        record = read_record(root)
+        if record is not None:
+            return experiment_target(root, record)
+    if Path(path, "zarr.json").exists():
+        catalog.open(path)  # a complete catalog, else CatalogError
+        title = f"{posixpath.basename(path)}: report"
+        return Target(title, path, posixpath.join(posixpath.dirname(path), REPORT_DIR), None, None)
+    raise ReportError(
+        f"{name}: not an experiment (as a path, or a name in {storage}) nor a catalog"
+    )
+
+
+def make(target: Target, rows: int = report.SAMPLE_ROWS, progress: bool = True) -> str:
+    """Write the report of `target`; returns the path of its report.md."""
+    if "://" in target.out:
+        raise ReportError(f"{target.out}: reports are written to a local directory (--out DIR)")
+    cat = catalog.open(target.catalog)
+    test_rows = sample(target.dataset, rows) if target.dataset else None
+    report.write(cat, target.out, target.title, test_rows, _progress if progress else _silent)
+    return posixpath.join(target.out, report.MARKDOWN)
+
+
+def _progress(items: Iterable[report.Item], total: int) -> Iterable[report.Item]:
+    """A progress bar on stderr over the figures."""
+    return track(items, total=total, description="drawing", console=Console(stderr=True))
+
+
+def _silent(items: Iterable[report.Item], total: int) -> Iterable[report.Item]:
+    return items
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mothray.report",
+        description="Draw the study's figures and tables of an experiment into its report/.",
+    )
+    parser.add_argument("experiment", help="experiment name in the storage, its path, or a catalog")
+    parser.add_argument("--storage", help="directory or URL (default $MOTHRAY_STORAGE or ./runs)")
+    parser.add_argument("--out", help="write the report here (default: report/ beside the catalog)")
+    parser.add_argument(
+        "--dataset", help="simulation store for the prediction figures (default: the experiment's)"
+    )
+    parser.add_argument(
+        "--rows", type=int, default=report.SAMPLE_ROWS, help="test rows of the prediction figures"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 written, 1 damaged stored data, 2 nothing reportable named."""
+    args = _parser().parse_args(argv)
+    if args.rows < 1:
+        print(f"error: --rows must be at least 1, got {args.rows}", file=sys.stderr)
+        return 2
+    with plain_output():
+        try:
+            target = find(args.experiment, args.storage or default_storage())
+            target = target._replace(
+                out=absolute(args.out) if args.out else target.out,
+                dataset=absolute(args.dataset) if args.dataset else target.dataset,
+            )
+            with lease(target.root) if target.root else nullcontext():
+                path = make(target, args.rows)
+        except (ReportError, RecordError, catalog.CatalogError, DatasetError, LeaseHeld) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except DamageError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
