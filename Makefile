@@ -81,9 +81,11 @@ results: $(STAMP) ## the cluster's experiments, or one's trials and catalog: mak
 
 fetch: name-given $(STAMP) ## copy an experiment's catalog and records into runs/NAME: make fetch NAME=paper
 	mkdir -p runs/$(NAME)
-	for item in catalog.zarr catalog.csv experiment.json scaler.json report; do \
+	for item in catalog.zarr catalog.csv experiment.json scaler.json; do \
 		$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/$$item runs/$(NAME)/ || exit 1; \
 	done
+	$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/report runs/$(NAME)/ \
+		|| echo "no report to fetch: make it with python -m mothray.report runs/$(NAME)"
 
 name-given:
 	@test -n "$(NAME)" || { echo "make $(MAKECMDGOALS) NAME=<experiment>" >&2; exit 2; }

@@ -10,26 +10,23 @@ import posixpath
 import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, NamedTuple
 
+import fsspec
 from rich.console import Console
 from rich.progress import track
 
 from mothray import catalog
 from mothray.analysis import report
+from mothray.analysis.report import ReportError
 from mothray.config import DATASETS_DIR
 from mothray.console import plain_output
 from mothray.data import sample
 from mothray.data.integrity import DamageError
 from mothray.data.store import DatasetError
 from mothray.lease import LeaseHeld, lease
-from mothray.results import RecordError, read_record
-from mothray.storage import REPORT_DIR, absolute, default_storage, experiment_dir
-
-
-class ReportError(Exception):
-    """What was named is not a complete experiment or catalog."""
+from mothray.results import RECORD_NAME, RecordError, read_record
+from mothray.storage import REPORT_DIR, absolute, default_storage, experiment_dir, write_json
 
 
 class Target(NamedTuple):
@@ -53,7 +50,7 @@ def experiment_target(root: str, record: dict[str, Any]) -> Target:
     dataset = record.get("dataset", {})  # where it was simulated, or beside the experiment
     beside = posixpath.join(posixpath.dirname(root), DATASETS_DIR, dataset.get("id", ""))
     stores = (dataset.get("path"), beside)
-    found = next((store for store in stores if store and Path(store, "zarr.json").exists()), None)
+    found = next((store for store in stores if store and _exists(store, "zarr.json")), None)
     return Target(
         f"{record['name']}: report",
         posixpath.join(root, catalog.STORE_NAME),
@@ -70,7 +67,11 @@ def find(name: str, storage: str) -> Target:
         record = read_record(root)
         if record is not None:
             return experiment_target(root, record)
-    if Path(path, "zarr.json").exists():
+    if _exists(path, "zarr.json"):
+        parent = posixpath.dirname(path)  # an experiment's catalog is that experiment's report
+        record = read_record(parent) if posixpath.basename(path) == catalog.STORE_NAME else None
+        if record is not None:
+            return experiment_target(parent, record)
         catalog.open(path)  # a complete catalog, else CatalogError
         title = f"{posixpath.basename(path)}: report"
         return Target(title, path, posixpath.join(posixpath.dirname(path), REPORT_DIR), None, None)
@@ -79,14 +80,30 @@ def find(name: str, storage: str) -> Target:
     )
 
 
+def _exists(*parts: str) -> bool:
+    """Whether the file at the joined path or URL exists."""
+    fs, location = fsspec.core.url_to_fs(posixpath.join(*parts))
+    return fs.exists(location)
+
+
 def make(target: Target, rows: int = report.SAMPLE_ROWS, progress: bool = True) -> str:
     """Write the report of `target`; returns the path of its report.md."""
     if "://" in target.out:
-        raise ReportError(f"{target.out}: reports are written to a local directory (--out DIR)")
+        raise ReportError(
+            f"{target.out}: reports are written to a local directory; make it with"
+            " `python -m mothray.report NAME --storage URL --out DIR`"
+        )
     cat = catalog.open(target.catalog)
     test_rows = sample(target.dataset, rows) if target.dataset else None
     report.write(cat, target.out, target.title, test_rows, _progress if progress else _silent)
     return posixpath.join(target.out, report.MARKDOWN)
+
+
+def _record_report(root: str, path: str) -> None:
+    """Say in experiment.json that the experiment's report is made (by the lease holder)."""
+    record = read_record(root)
+    record["report"] = {"path": path}
+    write_json(posixpath.join(root, RECORD_NAME), record)
 
 
 def _progress(items: Iterable[report.Item], total: int) -> Iterable[report.Item]:
@@ -130,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             with lease(target.root) if target.root else nullcontext():
                 path = make(target, args.rows)
+                if target.root and target.out == posixpath.join(target.root, REPORT_DIR):
+                    _record_report(target.root, path)
         except (ReportError, RecordError, catalog.CatalogError, DatasetError, LeaseHeld) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except DamageError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        except OSError as err:  # the output cannot be written there
+            print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+            return 2
     print(f"report: {path}")
     return 0
 

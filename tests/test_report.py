@@ -19,7 +19,6 @@ from mothray import catalog
 from mothray.analysis import figures, prediction, report, study
 from mothray.data import INPUT_NAMES, TARGET_NAMES, features, sample
 from mothray.experiment import run
-from mothray.experiment.stages import _report
 from mothray.lease import lease
 from mothray.report import experiment_target
 from mothray.results import RECORD_NAME, read_record
@@ -257,6 +256,13 @@ def test_a_sweep_report_has_a_section_per_architecture(finished, tmp_path):
     assert "architectures.png" in linked_files(text)
     assert "No test rows were given" in text  # no dataset: said, not silently left out
     assert all((tmp_path / "report" / link).is_file() for link in linked_files(text))
+    sections = text.split("\n## ")[1:]
+    for name, section in zip(cat.architectures, sections, strict=False):
+        assert section.startswith(name)  # each section links its own architecture's figures
+        assert all(link.startswith(f"{name}-") for link in linked_files(section))
+    report.write(cat, tmp_path / "again", "sweep")  # the same catalog, the same figures
+    for figure in (tmp_path / "report").glob("*.*g"):
+        assert figure.read_bytes() == (tmp_path / "again" / figure.name).read_bytes(), figure
 
 
 def test_no_network_under_the_threshold_still_gets_every_figure(experiment, copied):
@@ -288,9 +294,12 @@ def test_the_command_remakes_a_report_and_results_point_to_it(copied):
         [sys.executable, "-m", "mothray.results", str(copied)], capture_output=True, text=True
     )
     assert f"no report yet: make it with `python -m mothray.report {copied}`" in listing.stdout
+    record = json.loads((copied / RECORD_NAME).read_text())
+    (copied / RECORD_NAME).write_text(json.dumps(record | {"report": {"error": "earlier"}}))
     done = run_report(CONFIG.name, "--storage", copied.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"report: {copied / REPORT_DIR / 'report.md'}"
+    assert read_record(str(copied))["report"] == {"path": str(copied / REPORT_DIR / "report.md")}
     assert (copied / REPORT_DIR / f"{ARCHITECTURE}-prediction-dense.png").is_file()
     listing = subprocess.run(
         [sys.executable, "-m", "mothray.results", str(copied)], capture_output=True, text=True
@@ -315,10 +324,18 @@ def test_what_cannot_be_reported_is_refused_in_one_line(copied, tmp_path):
     refused = run_report(unfinished)
     assert refused.returncode == 2 and "the catalog is not complete" in refused.stderr
 
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("not a report")
+    record["state"] = "complete"
+    (copied / RECORD_NAME).write_text(json.dumps(record))
+    refused = run_report(copied, "--out", tmp_path / "notes")  # never replaced by a report
+    assert refused.returncode == 2 and "not empty and not a report" in refused.stderr
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "not a report"
+
 
 def test_a_second_driver_and_damaged_data_are_refused(copied):
-    with lease(str(copied)):
-        held = run_report(copied)
+    with lease(str(copied)):  # the experiment's catalog named: the experiment's report
+        held = run_report(copied / catalog.STORE_NAME)
     assert held.returncode == 2 and "pid" in held.stderr
     chunks = (copied / catalog.STORE_NAME / ARCHITECTURE / "losses" / "c").rglob("*")
     chunk = next(path for path in chunks if path.is_file())
@@ -331,12 +348,14 @@ def test_a_second_driver_and_damaged_data_are_refused(copied):
 
 
 def test_a_failed_report_leaves_the_experiment_complete(copied, capsys):
+    (copied / REPORT_DIR / "report.md").unlink()  # no report: a rerun makes it
     (copied / f"{REPORT_DIR}.partial").write_text("in the way")  # the report cannot stage
-    record = read_record(str(copied))
-    outcome = _report(str(copied), record, progress=False)
-    assert outcome["error"].startswith("FileExistsError")
+    record = run(CONFIG, str(copied.parent), progress=False)
+    assert record["report"]["error"].startswith("FileExistsError")
     assert f"make it again: python -m mothray.report {copied}" in capsys.readouterr().err
-    assert read_record(str(copied))["state"] == "complete"
+    stored = read_record(str(copied))
+    assert stored["state"] == "complete" and stored["report"] == record["report"]
+    assert not (copied / REPORT_DIR).exists()  # no earlier report passes for this one
 
 
 def test_rerunning_a_complete_experiment_makes_a_missing_report(copied):

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -27,9 +28,14 @@ from mothray.data.features import INPUT_NAMES
 
 SAMPLE_ROWS = 2000  # test rows of the prediction figures
 FORMATS = ("png", "svg")
+METADATA = {"png": {}, "svg": {"Date": None}}  # savefig's, per format
 MARKDOWN, SUMMARY = "report.md", "summary.json"
 
 Sample = tuple[np.ndarray, np.ndarray]  # test inputs (n, 10) and targets (n, 7), physical units
+
+
+class ReportError(Exception):
+    """The report cannot be written where it was asked to be."""
 
 
 class Item(NamedTuple):
@@ -40,29 +46,45 @@ class Item(NamedTuple):
     draw: Callable[[], Figure]
 
 
-def items(cat: Catalog, sample: Sample | None) -> tuple[list[Item], dict[str, list[str]]]:
-    """Every figure of the report, and per architecture the notes on what could not be drawn."""
-    found, notes = [], {}
+class Section(NamedTuple):
+    """One architecture's figures, and notes on what could not be drawn."""
+
+    items: list[Item]
+    notes: list[str]
+
+
+SWEEP = ""  # the section of the figures of all architectures together
+
+
+def sections(cat: Catalog, sample: Sample | None) -> dict[str, Section]:
+    """The report's figures by architecture name (SWEEP: the sweep's own figure)."""
+    found = {}
     for name in cat.architectures:
         part = cat.select(name)
         network = study.default_network(part)
-        found += [
+        chosen = (
+            "optimal at the modal level, dense test loss nearest their median"
+            if study.modal_level(part) is not None
+            else "no network reaches the threshold; dense test loss nearest the median"
+        )
+        figures_of = [
             Item(
                 f"{name}-pruning",
-                f"Sequential pruning of network {network} (optimal at the modal level, dense"
-                " test loss nearest their median): training and validation loss over every"
-                " level, the threshold dashed, its optimal level shaded.",
+                f"Sequential pruning of network {network} ({chosen}): training and validation"
+                " loss over every level, the threshold dashed, its optimal level shaded.",
                 lambda part=part, network=network: figures.pruning_curves(part, network),
             ),
             Item(
                 f"{name}-networks",
-                "Nine networks spread over the range of optimal sparsities, the same view.",
+                "Nine networks the same way: evenly spaced quantiles of the networks ordered by"
+                " optimal level.",
                 lambda part=part: figures.network_grid(part),
             ),
             Item(
                 f"{name}-loss-sparsity",
                 "How many networks are optimally sparse at each level, and never (top); the"
-                " test loss of every network at every level (bottom, log scale).",
+                " test loss of every network at every level (bottom, log scale; non-finite"
+                " losses left out).",
                 lambda part=part: figures.loss_against_sparsity(part),
             ),
             Item(
@@ -72,18 +94,17 @@ def items(cat: Catalog, sample: Sample | None) -> tuple[list[Item], dict[str, li
                 lambda part=part: figures.pruned_inputs(part),
             ),
         ]
-        predictions, notes[name] = _prediction_items(part, name, network, sample)
-        found += predictions
+        predictions, notes = _prediction_items(part, name, network, sample)
+        found[name] = Section(figures_of + predictions, notes)
     if len(cat.architectures) > 1:
-        found.append(
-            Item(
-                "architectures",
-                "The architectures side by side: where their networks are optimally sparse,"
-                " the weights left there, and the median test loss against sparsity.",
-                lambda: figures.architectures(cat),
-            )
+        sweep = Item(
+            "architectures",
+            "The architectures side by side: where their networks are optimally sparse, the"
+            " weights left there, and the median test loss against sparsity.",
+            lambda: figures.architectures(cat),
         )
-    return found, notes
+        found[SWEEP] = Section([sweep], [])
+    return found
 
 
 def _prediction_items(
@@ -113,6 +134,8 @@ def _prediction_items(
         )
     if optimal < 0:
         notes.append(f"Network {network} never reaches the threshold: no optimal-level figure.")
+    if optimal == 0:
+        notes.append(f"Network {network} is optimal dense: its dense figure is its optimal one.")
     return found, notes
 
 
@@ -123,17 +146,21 @@ def write(
     sample: Sample | None = None,
     track: Callable[[Iterable[Item], int], Iterable[Item]] = lambda found, total: found,
 ) -> dict[str, Any]:
-    """Write the report of `cat` into the directory `out` (replacing one there); returns the
-    summary. `track` wraps the figures as they are drawn (a progress bar)."""
+    """Write the report of `cat` into the directory `out` (replacing a report there, never
+    another directory); returns the summary. `track` wraps the figures as they are drawn."""
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / SUMMARY).is_file():
+        raise ReportError(f"{out}: not empty and not a report; give another directory")
     staged = out.with_name(f"{out.name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    found, notes = items(cat, sample)
-    for item in track(found, len(found)):
-        fig = item.draw()
-        for suffix in FORMATS:
-            fig.savefig(staged / f"{item.name}.{suffix}", dpi=150)
+    found = sections(cat, sample)
+    drawn = [item for section in found.values() for item in section.items]
+    with mpl.rc_context({"svg.hashsalt": "mothray"}):  # SVG ids from a fixed salt, and
+        for item in track(drawn, len(drawn)):  # no date: the same report, the same bytes
+            fig = item.draw()
+            for suffix in FORMATS:
+                fig.savefig(staged / f"{item.name}.{suffix}", dpi=150, metadata=METADATA[suffix])
     summary = {
         "title": title,
         "catalog": cat.path,
@@ -142,7 +169,7 @@ def write(
         "architectures": {name: study.summary(cat.select(name)) for name in cat.architectures},
     }
     (staged / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False))
-    (staged / MARKDOWN).write_text(markdown(cat, summary, found, notes))
+    (staged / MARKDOWN).write_text(markdown(cat, summary, found))
     _swap_in(staged, out)
     return summary
 
@@ -157,9 +184,7 @@ def _swap_in(staged: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def markdown(
-    cat: Catalog, summary: dict[str, Any], found: list[Item], notes: dict[str, list[str]]
-) -> str:
+def markdown(cat: Catalog, summary: dict[str, Any], found: dict[str, Section]) -> str:
     """report.md: per architecture its figures (PNG) with their captions, and its tables."""
     lines = [
         f"# {summary['title']}",
@@ -171,13 +196,12 @@ def markdown(
     for name in cat.architectures:
         numbers = summary["architectures"][name]
         lines += ["", f"## {name}", "", _headline(numbers), ""]
-        for item in (item for item in found if item.name.startswith(f"{name}-")):
-            lines += [f"![{item.caption}]({item.name}.png)", "", item.caption, ""]
-        lines += [f"- {note}" for note in notes[name]]
+        for item in found[name].items:
+            lines += [f"![{item.name}]({item.name}.png)", "", item.caption, ""]
+        lines += [f"- {note}" for note in found[name].notes]
         lines += ["", *_tables(cat.select(name), numbers)]
-    sweep = [item for item in found if item.name == "architectures"]
-    for item in sweep:
-        lines += ["", "## Architectures side by side", "", f"![{item.caption}]({item.name}.png)"]
+    for item in found.get(SWEEP, Section([], [])).items:
+        lines += ["", "## Architectures side by side", "", f"![{item.name}]({item.name}.png)"]
         lines += ["", item.caption]
     return "\n".join(lines) + "\n"
 

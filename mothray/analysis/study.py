@@ -20,17 +20,19 @@ TEST = 2  # the test split on the last axis of cat.losses
 
 
 def test_losses(cat: Catalog) -> np.ndarray:
-    """(L, K) test MSE after every level; NaN where a network diverged."""
-    return cat.losses[:, :, TEST]
+    """(L, K) test MSE after every level; NaN where it is not finite (a network whose loss
+    overflowed), so that medians, boxes and JSON agree in leaving it out."""
+    losses = cat.losses[:, :, TEST]
+    return np.where(np.isfinite(losses), losses, np.nan)
 
 
 def finite_test_losses(cat: Catalog) -> list[np.ndarray]:
-    """Per level, the test losses of the networks that did not diverge (the box plot's data)."""
-    return [row[np.isfinite(row)] for row in test_losses(cat)]
+    """Per level, the finite test losses (the box plot's data)."""
+    return [row[~np.isnan(row)] for row in test_losses(cat)]
 
 
 def median_test_loss(cat: Catalog) -> np.ndarray:
-    """(L,) median test loss over the networks at each level; NaN where every one diverged."""
+    """(L,) median of the finite test losses at each level; NaN where there are none."""
     return _nanmedian(test_losses(cat), axis=1)
 
 
@@ -64,11 +66,12 @@ def default_network(cat: Catalog) -> int:
         candidates = np.arange(len(cat))
     dense = test_losses(cat)[0, candidates]
     distance = np.abs(dense - _nanmedian(dense))
-    return int(candidates[np.nanargmin(distance)]) if np.isfinite(distance).any() else 0
+    return int(candidates[np.nanargmin(distance) if np.isfinite(distance).any() else 0])
 
 
 def sample_networks(cat: Catalog, count: int = 9) -> list[int]:
-    """`count` networks spread evenly over the range of optimal levels (never first), in order."""
+    """`count` networks at evenly spaced quantiles of the networks ordered by optimal level
+    (never first), so the common levels show as often as they occur, and both ends show."""
     order = np.lexsort((np.arange(len(cat)), cat.optimal_level))
     positions = np.unique(np.round(np.linspace(0, len(cat) - 1, min(count, len(cat)))))
     return [int(order[int(position)]) for position in positions]
@@ -166,5 +169,5 @@ def _nanmedian(values: np.ndarray, axis: int | None = None) -> Any:
 
 
 def _number(value: float) -> float | None:
-    """A float for JSON: None for NaN."""
-    return None if np.isnan(value) else float(value)
+    """A float for JSON: None for NaN or infinity."""
+    return float(value) if np.isfinite(value) else None

@@ -314,6 +314,8 @@ def sample(store: str | Path, rows: int, split: str = "test") -> tuple[np.ndarra
         found += int(np.count_nonzero(ok))
         if found >= rows:
             break
+    if found == 0:
+        raise DatasetError(f"{store}: its {split} split has no usable rows")
     inputs, targets = (np.concatenate(parts)[:rows] for parts in zip(*blocks, strict=True))
     return inputs, targets
 

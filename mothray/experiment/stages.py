@@ -4,6 +4,7 @@ networks), the catalog and its report, recorded in experiment.json as each compl
 from __future__ import annotations
 
 import posixpath
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ def run(
     batches = rerun_batches(config, rerun)
     record = open_record(root, config, resume or bool(batches))
     if record["state"] == "complete" and not batches:
-        if not Path(report_page(root)).exists():
+        if "://" not in root and not Path(report_page(root)).exists():
             with lease(root):  # a report that failed, or predates mothray.report: made now
                 record["report"] = _report(root, record, progress)
                 write_json(posixpath.join(root, RECORD_NAME), record)
@@ -107,11 +108,10 @@ def _run_holding_lease(
     write_json(posixpath.join(root, RECORD_NAME), record)  # browsable from the start
     try:
         _stages(config, storage, root, record, session["timings"], progress)
-    except (Interrupted, KeyboardInterrupt):
-        record["state"] = "interrupted"
-        raise
-    except BaseException:
-        record["state"] = "failed"
+    except BaseException as err:
+        if record["state"] != "complete":  # stopped in the report stage: still complete
+            stopped = isinstance(err, Interrupted | KeyboardInterrupt)
+            record["state"] = "interrupted" if stopped else "failed"
         raise
     finally:
         write_json(posixpath.join(root, RECORD_NAME), record)
@@ -166,10 +166,12 @@ def _stages(
 
 def _report(root: str, record: dict[str, Any], progress: bool) -> dict[str, str]:
     """The report, the last stage: whatever fails in it is printed and recorded, and leaves the
-    experiment complete (`python -m mothray.report` makes it again)."""
+    experiment complete (`python -m mothray.report` makes it again); a report of the catalog
+    as it was before (a rerun) is removed, not left to pass for this one."""
     try:
         return {"path": report.make(report.experiment_target(root, record), progress=progress)}
     except Exception as err:  # noqa: BLE001 - a report never fails the experiment
+        shutil.rmtree(posixpath.dirname(report_page(root)), ignore_errors=True)
         message = f"{type(err).__name__}: {' '.join(str(err).split())}"
         print(
             f"report failed: {message}; make it again: python -m mothray.report {root}",
