@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from catalog_fixtures import experiment as experiment_spec
+from catalog_fixtures import write as write_levels
 from helpers import CONFIG
 from matplotlib.colors import to_hex
 
@@ -376,3 +378,30 @@ def test_the_prediction_rows_are_a_splits_first_usable_rows(experiment, split):
     got = sample(record["dataset"]["path"], len(inputs) - 5, split)  # all but the last five
     np.testing.assert_array_equal(got[0], inputs[:-5])
     np.testing.assert_array_equal(got[1], targets[:-5])
+
+
+def test_a_catalog_keeping_optimal_weights_only_says_which_figures_it_lacks(
+    sweeps, splits, train_rows, scaler, tmp_path
+):
+    """catalog.weights "optimal": the optimal prediction figure is drawn from optimal/*, the
+    dense one is said to be missing."""
+    results, threshold = sweeps
+    config = experiment_spec(threshold, weights="optimal")
+    path = str(tmp_path / "catalog.zarr")
+    catalog.create(path, config, train_rows, scaler)
+    write_levels(path, config, results, catalog.plan(config), range(len(config.schedule)))
+    catalog.finalize(path)
+    part = catalog.open(path).select("8-8-4")
+    test_rows = (
+        scaler.unscale_inputs(splits.test[0][:50]),
+        scaler.unscale_targets(splits.test[1][:50]),
+    )
+    network = study.default_network(part)
+    optimal = int(part.optimal_level[network])
+    section = report.sections(part, test_rows)["8-8-4"]
+    names = [item.name for item in section.items if "prediction" in item.name]
+    assert optimal > 0  # the fixture's: optimally sparse, so its dense weights are gone
+    assert names == ["8-8-4-prediction-optimal"]
+    assert f"The dense weights of network {network} were not kept" in section.notes[0]
+    figure = next(item for item in section.items if item.name == names[0]).draw()
+    assert len(figure.axes[0].collections[0].get_offsets()) == 50
