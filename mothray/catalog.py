@@ -412,13 +412,16 @@ class Catalog:
         _require_weights(self._root, "biases")
         return self._layer("biases", level)
 
-    def masks(self, level: int, layers: Sequence[int] | None = None) -> list[np.ndarray]:
-        """Per layer (K, n_in, n_out), which weights remain at one level; `layers`: only those."""
-        return self._layer("masks", level, layers)
+    def masks(
+        self, level: int, layers: Sequence[int] | None = None, networks: slice = slice(None)
+    ) -> list[np.ndarray]:
+        """Per layer (K, n_in, n_out), which weights remain at one level; `layers`: only those;
+        `networks`: only those (of one architecture), reading their chunks alone."""
+        return self._layer("masks", level, layers, networks)
 
-    def bias_masks(self, level: int) -> list[np.ndarray]:
-        """Per layer (K, n_out), which biases remain at one level."""
-        return self._layer("bias_masks", level)
+    def bias_masks(self, level: int, networks: slice = slice(None)) -> list[np.ndarray]:
+        """Per layer (K, n_out), which biases remain at one level; `networks` as for masks."""
+        return self._layer("bias_masks", level, None, networks)
 
     def network(self, network: int, level: int) -> NetworkSnapshot:
         """One network at one level, per layer without the network axis: (n_in, n_out) weights.
@@ -465,13 +468,21 @@ class Catalog:
         return np.concatenate([_read(group, name) for group in self._groups], axis=axis)
 
     def _layer(
-        self, field: str, level: int, layers: Sequence[int] | None = None
+        self,
+        field: str,
+        level: int,
+        layers: Sequence[int] | None = None,
+        networks: slice = slice(None),
     ) -> list[np.ndarray]:
         self._check_same_shapes(field)
         _check_level(self._root, level)
+        if networks != slice(None) and len(self._groups) > 1:
+            raise CatalogError(f"{field} of some networks: select() one architecture first")
         count = len(self._groups[0].attrs["layer_sizes"])
         return [
-            np.concatenate([_read(group, f"{field}/{i}", level) for group in self._groups])
+            np.concatenate(
+                [_read(group, f"{field}/{i}", (level, networks)) for group in self._groups]
+            )
             for i in (range(count) if layers is None else layers)
         ]
 

@@ -41,6 +41,7 @@ __all__ = [
     "CatalogConfig",
     "ConfigError",
     "ExperimentConfig",
+    "MotifsConfig",
     "ResourcesConfig",
     "SamplingConfig",
     "SimulationConfig",
@@ -246,6 +247,17 @@ class CatalogConfig(Section):
     weights: Literal["all", "optimal"] = Field("all", description="levels whose weights are kept")
 
 
+class MotifsConfig(Section):
+    """The motif stage (protocol.md, "Network motifs"): every network at every level against
+    null ensembles, after the catalog and before the report; off unless `enabled`."""
+
+    enabled: Annotated[bool, Strict()] = False
+    nulls: Annotated[tuple[Literal["er", "degree"], ...], Field(min_length=1)] = ("er", "degree")
+    samples: Positive = Field(1000, description="null graphs per network, level and null model")
+    swaps: Positive = Field(10, description="attempted double-edge swaps per edge (degree null)")
+    networks_per_task: Positive = Field(20, description="networks of one Ray task (one level)")
+
+
 ExperimentName = Annotated[
     str,
     Strict(),
@@ -280,6 +292,7 @@ class ExperimentConfig(Section):
     training: TrainingConfig = TrainingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     catalog: CatalogConfig = CatalogConfig()
+    motifs: MotifsConfig = MotifsConfig()
 
     @model_validator(mode="after")
     def _fits_together(self) -> ExperimentConfig:

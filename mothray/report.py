@@ -1,7 +1,8 @@
 """`python -m mothray.report NAME|PATH`: the study's figures and tables from a complete
 experiment (or a catalog), into `<experiment>/report/`: PNG and SVG figures, report.md and
 summary.json (`mothray.analysis.report`). The experiment command makes it as its last stage;
-this command makes it again, e.g. after the experiment's catalog was repaired."""
+this command makes it again, e.g. after the experiment's catalog was repaired. The motif store
+beside the catalog (`motifs.zarr`) is drawn when it is complete; report.md says when it is not."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import track
 
 from mothray import catalog
-from mothray.analysis import report
+from mothray.analysis import motif_store, report
 from mothray.analysis.report import ReportError
 from mothray.config import DATASETS_DIR
 from mothray.console import plain_output
@@ -95,7 +96,9 @@ def make(target: Target, rows: int = report.SAMPLE_ROWS, progress: bool = True) 
         )
     cat = catalog.open(target.catalog)
     test_rows = sample(target.dataset, rows) if target.dataset else None
-    report.write(cat, target.out, target.title, test_rows, _progress if progress else _silent)
+    track = _progress if progress else _silent
+    motifs = motif_store.store_path(target.catalog)  # used if complete, else report.md says so
+    report.write(cat, target.out, target.title, test_rows, track, motifs=motifs)
     return posixpath.join(target.out, report.MARKDOWN)
 
 

@@ -20,6 +20,7 @@ import fsspec
 from rich.console import Console
 
 from mothray import catalog
+from mothray.analysis import motif_store
 from mothray.data.integrity import READ_ERRORS, DamageError
 from mothray.data.store import (
     REPAIR,
@@ -43,7 +44,7 @@ class NothingToVerify(Exception):
 class Report:
     """What verifying one store found, what repairs it, and how long it took."""
 
-    kind: str  # "dataset" or "catalog"
+    kind: str  # "dataset", "catalog" or "motifs"
     path: str
     problems: list[str] = field(default_factory=list)
     repair: str | None = None
@@ -132,7 +133,28 @@ def verify_experiment(root: str) -> list[Report]:
     store = posixpath.join(root, catalog.STORE_NAME)
     if _exists(store):
         reports.append(verify_catalog(store, _experiment_of(store)))
+    motifs = motif_store.store_path(store)
+    if _exists(motifs):
+        reports.append(verify_motifs(motifs, root))
     return reports
+
+
+def verify_motifs(path: str, root: str) -> Report:
+    """An experiment's motif store: every finished region's chunks present and intact."""
+    started = time.perf_counter()
+    report = Report("motifs", path, repair=f"python -m mothray.motifs {root}")
+    try:
+        _, damaged = motif_store.survey(path)
+    except (*READ_ERRORS, KeyError) as err:  # metadata unreadable
+        damaged = []
+        report.problems.append(f"{path}: metadata unreadable ({type(err).__name__}: {err})")
+        report.repair = f"rm -r {path} && python -m mothray.motifs {root}"
+    report.problems += [
+        f"{path}/{r.architecture} level {r.level}, networks {r.start}-{r.stop - 1}: damaged"
+        for r in damaged
+    ]
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def _experiment_of(catalog_path: str) -> tuple[str, str] | None:

@@ -1,9 +1,13 @@
 """Shared by the tests that run experiments: a small interruptible config, catalog comparison,
 polling and free ports."""
 
+import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +84,32 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+@contextmanager
+def killing_first(title: str) -> Iterator[list[int]]:
+    """While the block runs, SIGKILL the first process whose command line is `title` (a Ray
+    task's worker shows "ray::<task>"); yields the list of the pids killed (one, or none)."""
+    import psutil
+
+    killed, stop = [], threading.Event()
+
+    def kill_first() -> None:
+        while not stop.is_set() and not killed:
+            for process in psutil.process_iter(["cmdline"]):
+                if " ".join(process.info["cmdline"] or []).strip() == title:
+                    try:
+                        process.send_signal(signal.SIGKILL)
+                    except psutil.NoSuchProcess:
+                        continue
+                    killed.append(process.pid)
+                    return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_first)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        killer.join()

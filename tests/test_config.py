@@ -145,6 +145,23 @@ def test_structure_errors(tmp_path, text, message):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nulls: [er, ba]", "motifs.nulls[1]: must be one of 'er' or 'degree', got 'ba'"),
+        ("nulls: []", "motifs.nulls: must be a non-empty list"),
+        ("samples: 0", "motifs.samples: must be > 0, got 0"),
+        ("swaps: -1", "motifs.swaps: must be > 0, got -1"),
+        ("enabled: 1", "motifs.enabled: must be true or false"),
+        ("sample: 10", "motifs.sample: unknown key"),
+    ],
+)
+def test_motif_section_errors(tmp_path, text, message):
+    """The motif stage's settings are checked before anything starts, one line naming each."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, f"name: x\nmotifs: {{{text}}}")
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("train", "'10'", "simulation.train: must be an integer, got '10' (str)"),
@@ -282,7 +299,7 @@ def test_every_problem_is_a_line_naming_its_field(tmp_path):
         f"error: {path}: networks: must be > 0, got 0",
         f"error: {path}: training.batch_size: must be > 0, got 0",
         f"error: {path}: extra: unknown key; allowed keys: name, networks, seed, architectures,"
-        " simulation, training, resources, catalog",
+        " simulation, training, resources, catalog, motifs",
     ]
 
 

@@ -37,8 +37,17 @@ def test_the_import_contracts_hold():
     [
         ("train/networks.py", "import ray", "Physics and engine run without"),
         ("moth/dynamics.py", "import zarr", "Physics and engine run without"),
-        ("catalog.py", "import jax", "The catalog, and the report's numbers and figures"),
-        ("analysis/figures.py", "import jax", "The catalog, and the report's numbers and figures"),
+        ("catalog.py", "import jax", "The catalog, and the report's numbers, figures and motifs"),
+        (
+            "analysis/figures.py",
+            "import jax",
+            "The catalog, and the report's numbers, figures and motifs",
+        ),
+        (
+            "analysis/motifs.py",
+            "import jax",
+            "The catalog, and the report's numbers, figures and motifs",
+        ),
         ("analysis/study.py", "import mothray.report", "Layers"),
         ("records.py", "from mothray import catalog", "Layers"),
         ("train/sweep.py", "import mothray.config", "Layers"),
@@ -138,14 +147,14 @@ def test_the_engine_trains_with_jax_optax_and_numpy_alone():
 
 
 def test_catalogs_results_and_the_reports_figures_read_without_jax():
-    """Browsing results, and drawing the report's catalog figures, load neither JAX nor the
-    engine (only the prediction figure runs networks)."""
+    """Browsing results, drawing the report's catalog figures and counting motifs load neither
+    JAX nor the engine (only the prediction figure runs networks)."""
     run_without(
         {"jax", "jaxlib", "optax", "mothray.experiment", "mothray.simulate"}
         | {f"mothray.train.{module}" for module in ("batches", "level", "networks", "sweep")},
         """
         import mothray.catalog, mothray.results
-        from mothray.analysis import figures, study
+        from mothray.analysis import figures, motif_store, motifs, study
         from rich.console import Console
         mothray.results.print_experiments("/nonexistent", Console())
         """,

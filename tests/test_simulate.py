@@ -6,16 +6,14 @@ from the documented random streams, so "identical" means identical to a one-work
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 import zarr
+from helpers import killing_first
 
 from mothray import __version__, moth
 from mothray.config import SimulationConfig
@@ -172,29 +170,8 @@ def test_killed_driver_leaves_an_incomplete_store_that_resumes(ray_cluster, refe
 
 
 def test_killed_worker_is_retried_and_the_dataset_is_identical(ray_cluster, reference, tmp_path):
-    killed = []
-    stop = threading.Event()
-
-    def kill_first_chunk_task() -> None:
-        while not stop.is_set() and not killed:
-            for process in psutil.process_iter(["cmdline"]):
-                title = " ".join(process.info["cmdline"] or []).strip()
-                if title == "ray::simulate_chunk":
-                    try:
-                        process.send_signal(signal.SIGKILL)
-                    except psutil.NoSuchProcess:
-                        continue
-                    killed.append(process.pid)
-                    return
-            time.sleep(0.005)
-
-    killer = threading.Thread(target=kill_first_chunk_task)
-    killer.start()
-    try:
+    with killing_first("ray::simulate_chunk") as killed:
         out = simulate(CONFIG, tmp_path / "store", progress=False)
-    finally:
-        stop.set()
-        killer.join()
     assert killed, "no running simulate_chunk task was found to kill"
     assert summary(out).complete
     assert_identical(out, reference)

@@ -7,6 +7,7 @@ networks, is `mothray.analysis.prediction`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib as mpl
@@ -14,9 +15,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from mothray.analysis import study
+from mothray.analysis import motif_store, study
 from mothray.catalog import Catalog
 
 # Okabe and Ito's palette: distinguishable with every common colour-vision deficiency
@@ -82,14 +83,18 @@ def network_grid(cat: Catalog, networks: Sequence[int] | None = None) -> Figure:
     return fig
 
 
-def legend_below(fig: Figure, axes: Sequence[Axes]) -> None:
-    """One legend of the labelled artists of `axes`, in a row under the figure: off the data."""
+def legend_below(fig: Figure, axes: Sequence[Axes], ncols: int | None = None) -> None:
+    """One legend of the labelled artists of `axes`, under the figure: off the data; in one
+    row, or in rows of `ncols`."""
     entries = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     fig.legend(
-        list(entries.values()), list(entries), loc="outside lower center", ncols=len(entries)
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncols=ncols or len(entries),
     )
 
 
@@ -268,4 +273,87 @@ def architectures(cat: Catalog) -> Figure:
         losses.set_ylabel("median test MSE (scaled outputs)")
         losses.set_title("median test loss against sparsity")
         losses.legend(fontsize=8)
+    return fig
+
+
+# the motif landscape: a style per motif, the edge count (which both null models keep, so its
+# z is never defined) in the faintest colour
+BLACK = "#000000"
+MOTIF_STYLES = {
+    "edges": (YELLOW, "o", ":"),
+    "diverging2": (BLUE, "v", "-"),
+    "converging2": (ORANGE, "^", "-"),
+    "chain2": (GREEN, "s", "-"),
+    "diverging3": (SKY, "v", "--"),
+    "converging3": (PURPLE, "^", "--"),
+    "chain3": (VERMILION, "s", "--"),
+    "bifan": (BLACK, "X", "-"),
+    "biparallel": (GREY, "D", "-."),
+}
+NULL_TITLES = {
+    "er": "random null (er): same nodes and edge count per layer pair",
+    "degree": "degree null: every node's in- and out-degree kept",
+}
+SYMLOG_ABOVE, SYMLOG_LINEAR = 20.0, 2.0  # z beyond ±20 drawn: log scale past ±2
+
+
+def motif_landscape(
+    sparsity: np.ndarray,
+    levels: Sequence[int],
+    nulls: Sequence[str],
+    motifs: Sequence[str],
+    z: np.ndarray,
+    defined: np.ndarray,
+    modal: int | None = None,
+    title: str = "",
+) -> Figure:
+    """The motif landscape: per null model (a panel), each motif's median z-score over the
+    networks (a line; the interquartile range shaded) against the sparsity of the computed
+    `levels`, evenly spaced. `z` and `defined` are (N, L, K, M) over every level of
+    `sparsity`; a motif with no defined z at any level is not drawn (the panel names it), a
+    level where none is defined leaves a gap. `modal`: the modal optimal level, shaded."""
+    levels = list(levels)
+    quartiles = motif_store.quartiles(z, defined)[:, :, levels]  # (3, N, L', M)
+    positions = np.arange(len(levels))
+    with mpl.rc_context(STYLE):
+        fig = figure(6.5 * len(nulls), 5.4)
+        axes = np.atleast_1d(fig.subplots(1, len(nulls)))
+        for n, (ax, null) in enumerate(zip(axes, nulls, strict=True)):
+            low, median, high = quartiles[:, n]
+            if modal in levels:
+                at = levels.index(modal)
+                ax.axvspan(at - 0.4, at + 0.4, color=GREEN, alpha=0.12, lw=0)
+                ax.patches[-1].set_label("modal optimal level")
+            ax.axhline(0, color="#BBBBBB", lw=1, zorder=0, label="z = 0: as in the null")
+            ax.fill_between([], [], color=GREY, alpha=0.25, lw=0, label="interquartile range")
+            missing = []
+            for m, motif in enumerate(motifs):
+                if np.isnan(median[:, m]).all():
+                    missing.append(motif)
+                    continue
+                color, marker, line = MOTIF_STYLES.get(motif, (GREY, "o", "-"))
+                ax.fill_between(positions, low[:, m], high[:, m], color=color, alpha=0.12, lw=0)
+                ax.plot(positions, median[:, m], color=color, marker=marker, ls=line, lw=1.4,
+                        ms=5, mec=BLACK if color == YELLOW else color, label=motif)  # fmt: skip
+            heading = NULL_TITLES.get(null, f"null model {null}")
+            if missing:
+                note = f"not drawn, z never defined: {', '.join(missing)}"
+                heading += "\n" + textwrap.fill(note, 75)
+            ax.set_title(heading, fontsize=9)
+            span = np.nanmax(np.abs(quartiles[:, n]), initial=0.0)
+            scale = ""
+            if span > SYMLOG_ABOVE:
+                ax.set_yscale("symlog", linthresh=SYMLOG_LINEAR)
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                scale = f"; log scale beyond ±{SYMLOG_LINEAR:g}"
+            ax.set_ylabel(f"z-score (null standard deviations{scale})")
+            ax.set_xlabel("sparsity (fraction of each layer's weights removed)")
+            ax.set_xticks(positions, [f"{sparsity[level]:.0%}" for level in levels],
+                          rotation=45 if len(levels) > 8 else 0)  # fmt: skip
+            ax.set_xlim(-0.6, len(levels) - 0.4)
+        fig.suptitle(
+            f"{title}: motif z-scores against the null models, median over"
+            f" {z.shape[2]} networks (a gap: no network's z defined there)"
+        )
+        legend_below(fig, axes, ncols=6)
     return fig

@@ -3,7 +3,9 @@ line on what it shows) and `summary.json` (the numbers behind them), written int
 as a whole: staged beside it, then swapped in, so a report on disk is never half written.
 
 Reads losses, learning curves, remaining counts, the first-layer masks of the modal level and
-two levels of one network; never every level's weights.
+two levels of one network; never every level's weights. With a complete motif store of the
+catalog (`mothray.analysis.motif_store`), also each architecture's motif landscape, its table at
+the modal optimal level and the median z-scores in summary.json.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mothray import __version__
-from mothray.analysis import figures, study
+from mothray.analysis import figures, motif_store, study
+from mothray.analysis.motif_store import Landscape, MotifStoreError
+from mothray.analysis.motifs import MOTIFS
 from mothray.analysis.prediction import prediction_quality
 from mothray.catalog import Catalog
 from mothray.data.features import INPUT_NAMES
@@ -56,8 +60,49 @@ class Section(NamedTuple):
 SWEEP = ""  # the section of the figures of all architectures together
 
 
-def sections(cat: Catalog, sample: Sample | None) -> dict[str, Section]:
-    """The report's figures by architecture name (SWEEP: the sweep's own figure)."""
+class Motifs(NamedTuple):
+    """A catalog's motif numbers for the report: each architecture's `Landscape` and the
+    store's attributes (settings), or none and a line on why not."""
+
+    path: str
+    landscapes: dict[str, Landscape] | None
+    attrs: dict[str, Any]
+    note: str | None
+
+
+def read_motifs(cat: Catalog, path: str) -> Motifs:
+    """The motif numbers of `cat`'s architectures from the store at `path`: used only when it
+    is complete and of this catalog (or the catalog it was selected from); otherwise none, and
+    the note says why. A damaged chunk of a complete store raises DamageError, as the
+    catalog's do."""
+    attrs = motif_store.attributes(path)
+    if not attrs:
+        note = f"Network motifs were not computed (no motif store `{path}`)"
+        return Motifs(path, None, {}, f"{note}: no motif figures or tables.")
+    wanted = {key: cat.attrs[key] for key in ("sparsity", "seed")}
+    other = motif_store.differences(attrs, {"catalog": cat.attrs["name"], **wanted})
+    stored = dict(zip(attrs.get("architectures", []), attrs.get("networks", []), strict=False))
+    for name in cat.architectures:
+        networks = len(cat.select(name))
+        if stored.get(name) != networks:
+            held = "none" if name not in stored else f"{stored[name]} networks"
+            other.append(f"architecture {name}: {held}, not {networks}")
+    if other:
+        note = f"The motif store `{path}` is of another catalog ({'; '.join(other)})"
+        return Motifs(path, None, {}, f"{note}: no motif figures or tables.")
+    try:
+        landscapes = {name: motif_store.read(path, name) for name in cat.architectures}
+    except MotifStoreError:
+        note = f"The motif store `{path}` is not complete: no motif figures or tables"
+        return Motifs(path, None, {}, f"{note} ({motif_store.REPAIR}).")
+    return Motifs(path, landscapes, attrs, None)
+
+
+def sections(
+    cat: Catalog, sample: Sample | None, motifs: Motifs | None = None
+) -> dict[str, Section]:
+    """The report's figures by architecture name (SWEEP: the sweep's own figure); with motif
+    numbers, each architecture's motif landscape last."""
     found = {}
     for name in cat.architectures:
         part = cat.select(name)
@@ -95,6 +140,8 @@ def sections(cat: Catalog, sample: Sample | None) -> dict[str, Section]:
             ),
         ]
         predictions, notes = _prediction_items(part, name, network, sample)
+        if motifs is not None and motifs.landscapes is not None:
+            predictions.append(_motif_item(part, name, motifs))
         found[name] = Section(figures_of + predictions, notes)
     if len(cat.architectures) > 1:
         sweep = Item(
@@ -105,6 +152,32 @@ def sections(cat: Catalog, sample: Sample | None) -> dict[str, Section]:
         )
         found[SWEEP] = Section([sweep], [])
     return found
+
+
+def _motif_item(cat: Catalog, name: str, motifs: Motifs) -> Item:
+    """The motif landscape of one architecture."""
+    numbers = motifs.landscapes[name]
+    return Item(
+        f"{name}-motifs",
+        f"The motif landscape: each motif's z-score, (real count − null mean) / null standard"
+        f" deviation over {motifs.attrs.get('samples', '?')} null graphs, against each null"
+        f" model (a panel); the median over the {len(cat)} networks at each sparsity computed"
+        " (line) and their interquartile range (shaded); the modal optimal level shaded green."
+        " z is defined only where the null's counts vary: a motif made of node degrees alone is"
+        " never defined against the degree null (nor edges against the er null) and is not"
+        " drawn; a level where no network's z is defined (the dense level, whose null graphs"
+        " are the network itself) leaves a gap.",
+        lambda: figures.motif_landscape(
+            cat.sparsity,
+            numbers.levels,
+            numbers.nulls,
+            MOTIFS,
+            numbers.z,
+            numbers.defined,
+            study.modal_level(cat),
+            name,
+        ),
+    )
 
 
 def _prediction_items(
@@ -145,16 +218,20 @@ def write(
     title: str,
     sample: Sample | None = None,
     track: Callable[[Iterable[Item], int], Iterable[Item]] = lambda found, total: found,
+    motifs: str | None = None,
 ) -> dict[str, Any]:
     """Write the report of `cat` into the directory `out` (replacing a report there, never
-    another directory); returns the summary. `track` wraps the figures as they are drawn."""
+    another directory); returns the summary. `track` wraps the figures as they are drawn.
+    `motifs`: the path of the catalog's motif store; drawn and summarized when it is complete
+    and of this catalog, otherwise report.md says why not (None: motifs are not mentioned)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / SUMMARY).is_file():
         raise ReportError(f"{out}: not empty and not a report; give another directory")
+    numbers = None if motifs is None else read_motifs(cat, motifs)
     staged = out.with_name(f"{out.name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    found = sections(cat, sample)
+    found = sections(cat, sample, numbers)
     drawn = [item for section in found.values() for item in section.items]
     with mpl.rc_context({"svg.hashsalt": "mothray"}):  # SVG ids from a fixed salt, and
         for item in track(drawn, len(drawn)):  # no date: the same report, the same bytes
@@ -164,12 +241,16 @@ def write(
     summary = {
         "title": title,
         "catalog": cat.path,
+        "motif_store": None if numbers is None or numbers.landscapes is None else numbers.path,
         "made": datetime.now(UTC).isoformat(timespec="seconds"),
         "mothray_version": __version__,
         "architectures": {name: study.summary(cat.select(name)) for name in cat.architectures},
     }
+    if numbers is not None and numbers.landscapes is not None:
+        for name, landscape in numbers.landscapes.items():
+            summary["architectures"][name]["motifs"] = motif_summary(cat, landscape)
     (staged / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False))
-    (staged / MARKDOWN).write_text(markdown(cat, summary, found))
+    (staged / MARKDOWN).write_text(markdown(cat, summary, found, numbers))
     _swap_in(staged, out)
     return summary
 
@@ -184,7 +265,33 @@ def _swap_in(staged: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def markdown(cat: Catalog, summary: dict[str, Any], found: dict[str, Section]) -> str:
+def motif_summary(cat: Catalog, landscape: Landscape) -> dict[str, Any]:
+    """summary.json's motifs of one architecture: per null model and motif, the median z over
+    the networks with a defined z at each level, by sparsity as `optimal_counts` is; None where
+    no network's z is defined or the level was not computed."""
+    median = motif_store.quartiles(landscape.z, landscape.defined)[1]  # (N, L, M)
+    return {
+        null: {
+            motif: {
+                f"{s:.2f}": _number(median[n, level, m]) for level, s in enumerate(cat.sparsity)
+            }
+            for m, motif in enumerate(MOTIFS)
+        }
+        for n, null in enumerate(landscape.nulls)
+    }
+
+
+def _number(value: float) -> float | None:
+    """A float for JSON: None for NaN."""
+    return None if np.isnan(value) else float(value)
+
+
+def markdown(
+    cat: Catalog,
+    summary: dict[str, Any],
+    found: dict[str, Section],
+    motifs: Motifs | None = None,
+) -> str:
     """report.md: per architecture its figures (PNG) with their captions, and its tables."""
     lines = [
         f"# {summary['title']}",
@@ -193,6 +300,8 @@ def markdown(cat: Catalog, summary: dict[str, Any], found: dict[str, Section]) -
         f" {cat.threshold:.3g}; catalog `{cat.path}`; made {summary['made']} by mothray"
         f" {__version__}. The numbers: [`{SUMMARY}`]({SUMMARY}).",
     ]
+    if motifs is not None and motifs.note is not None:
+        lines += ["", motifs.note]
     for name in cat.architectures:
         numbers = summary["architectures"][name]
         lines += ["", f"## {name}", "", _headline(numbers), ""]
@@ -200,6 +309,8 @@ def markdown(cat: Catalog, summary: dict[str, Any], found: dict[str, Section]) -
             lines += [f"![{item.name}]({item.name}.png)", "", item.caption, ""]
         lines += [f"- {note}" for note in found[name].notes]
         lines += ["", *_tables(cat.select(name), numbers)]
+        if motifs is not None and motifs.landscapes is not None:
+            lines += ["", *_motif_table(cat.select(name), motifs.landscapes[name])]
     for item in found.get(SWEEP, Section([], [])).items:
         lines += ["", "## Architectures side by side", "", f"![{item.name}]({item.name}.png)"]
         lines += ["", item.caption]
@@ -260,6 +371,36 @@ def _tables(cat: Catalog, numbers: dict[str, Any]) -> list[str]:
         f" (inputs: {', '.join(INPUT_NAMES)}).",
         "",
         *_markdown_table(inputs),
+    ]
+
+
+def _motif_table(cat: Catalog, landscape: Landscape) -> list[str]:
+    """The motif z-scores at the modal optimal level, or a line saying why there is no table."""
+    level = study.modal_level(cat)
+    if level is None:
+        return ["No network reaches the threshold at any level: no motif table."]
+    sparsity = f"{cat.sparsity[level]:.0%}"
+    if level not in landscape.levels:
+        return [f"Motifs were not computed at the modal optimal sparsity {sparsity}: no table."]
+    low, median, high = motif_store.quartiles(landscape.z, landscape.defined)[:, :, level]
+    defined = landscape.defined[:, level].sum(axis=1)  # (N, M): networks with a defined z
+    columns = {"motif": list(MOTIFS)}
+    for n, null in enumerate(landscape.nulls):
+        defined_here = ~np.isnan(median[n])
+        columns[f"{null} median z"] = [
+            f"{value:.2f}" if ok else "—" for value, ok in zip(median[n], defined_here, strict=True)
+        ]
+        columns[f"{null} IQR"] = [
+            f"{a:.2f} to {b:.2f}" if ok else "—"
+            for a, b, ok in zip(low[n], high[n], defined_here, strict=True)
+        ]
+        columns[f"{null} defined"] = [f"{count}/{len(cat)}" for count in defined[n]]
+    return [
+        f"Motif z-scores at the modal optimal sparsity {sparsity}: per null model, the median"
+        f" and interquartile range over the networks (all {len(cat)}, not only those optimal"
+        " there) whose z is defined, and how many those are (—: none).",
+        "",
+        *_markdown_table(pd.DataFrame(columns)),
     ]
 
 

@@ -29,8 +29,10 @@ def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, 
     """
     stored = _stored_record(root, required=resume)
     if stored is not None:
-        differences = config_differences(stored["config"], to_dict(config))
+        wanted = to_dict(config)
+        differences = config_differences(_trained(stored["config"]), _trained(wanted))
         if not differences:
+            stored["config"]["motifs"] = wanted["motifs"]  # an analysis: may change any time
             return stored
         if _holds_work(root):
             raise ExperimentError(
@@ -45,6 +47,11 @@ def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, 
         "finished": None,
         "sessions": [],  # per run of the command: start, package versions, stage timings
     }
+
+
+def _trained(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that its trained work depends on: all but the motif analysis."""
+    return {key: value for key, value in config.items() if key != "motifs"}
 
 
 def _holds_work(root: str) -> bool:

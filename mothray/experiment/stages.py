@@ -14,7 +14,7 @@ from typing import Any
 import fsspec
 from ray import tune
 
-from mothray import catalog, report
+from mothray import catalog, motifs, report
 from mothray.config import DATASETS_DIR, ExperimentConfig, to_dict
 from mothray.console import plain
 from mothray.data import Splits, load
@@ -57,10 +57,9 @@ def run(
     batches = rerun_batches(config, rerun)
     record = open_record(root, config, resume or bool(batches))
     if record["state"] == "complete" and not batches:
-        if "://" not in root and not Path(report_page(root)).exists():
-            with lease(root):  # a report that failed, or predates mothray.report: made now
-                record["report"] = _report(root, record, progress)
-                write_json(posixpath.join(root, RECORD_NAME), record)
+        if "://" not in root:
+            with lease(root):  # analyses that failed, or predate this mothray: made now
+                _finish_analyses(config, root, record, address, progress)
         return record
     with ray_session(address):
         check_cluster(config)
@@ -159,9 +158,44 @@ def _stages(
     record.update(state="complete", finished=now())
     write_json(posixpath.join(root, RECORD_NAME), record)
 
+    if config.motifs.enabled:
+        started = time.perf_counter()
+        record["motifs"] = _motifs(config, root, None, progress)
+        timings["motifs_s"] = round(time.perf_counter() - started, 1)
+        write_json(posixpath.join(root, RECORD_NAME), record)
+
     started = time.perf_counter()
     record["report"] = _report(root, record, progress)
     timings["report_s"] = round(time.perf_counter() - started, 1)
+
+
+def _finish_analyses(
+    config: ExperimentConfig, root: str, record: dict[str, Any], address: str | None, progress: bool
+) -> None:
+    """On a complete experiment: the motifs if enabled and not made, then the report if it is
+    missing or the motifs were just made."""
+    remake = not Path(report_page(root)).exists()
+    if config.motifs.enabled and "path" not in record.get("motifs", {}):
+        record["motifs"] = _motifs(config, root, address, progress)
+        write_json(posixpath.join(root, RECORD_NAME), record)
+        remake = True
+    if remake:
+        record["report"] = _report(root, record, progress)
+        write_json(posixpath.join(root, RECORD_NAME), record)
+
+
+def _motifs(
+    config: ExperimentConfig, root: str, address: str | None, progress: bool
+) -> dict[str, str]:
+    """The motif stage: a failure is printed and recorded, and leaves the experiment complete
+    (`python -m mothray.motifs` resumes it)."""
+    try:
+        catalog_path = posixpath.join(root, catalog.STORE_NAME)
+        return {"path": motifs.run(catalog_path, config.motifs, address=address, progress=progress)}
+    except Exception as err:  # noqa: BLE001 - the motifs never fail the experiment
+        message = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        print(f"motifs failed: {message}; resume: python -m mothray.motifs {root}", file=sys.stderr)
+        return {"error": message}
 
 
 def _report(root: str, record: dict[str, Any], progress: bool) -> dict[str, str]:
