@@ -83,7 +83,7 @@ def test_the_estimates_load_without_jax_or_zarr():
 # sweep whose memory is mostly the splits' copies (1.8 million rows, a copy per device), and
 # its peak resident memory.
 MEASURE = """
-import json, resource
+import json
 import jax
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 2)
@@ -148,7 +148,11 @@ prune_sweep(splits, small, [0, 1], on_level=lambda *args: None)
 print(json.dumps({
     "xla": xla,
     "estimate": {name: getattr(estimate, name) for name in xla},
-    "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # this process image's high-water mark: ru_maxrss would also count the forking parent's
+    # (pytest's) resident memory, which Linux keeps across exec
+    "peak": 1024 * next(
+        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    ),
     "sweep": sweep_memory(small, 2, rows, devices=2).process(cpu=True),
     "host_splits": sum(array.nbytes for split in splits for array in split),
 }))
