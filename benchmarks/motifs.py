@@ -4,10 +4,11 @@ The motif issue: null graphs generated and counted per second per core, for the 
 architecture (10 inputs, 400-400-400-16, 7 outputs) at 93% sparsity, for both null models
 (`er`, `degree`), of `mothray.analysis.motifs.null_counts` against a baseline written the way
 the follow-up study's code is (numpy, one random network at a time, counts by explicit
-per-node loops and one dense product at a time), on the same graph, in one run; the bar is
-100x per core. Then the projected time of the whole paper catalog (1320 networks x 18 levels x
-1000 null samples per null model) on a 32-core node, from mothray's time per null graph
-measured at every level of the schedule; the goal is under 30 minutes for both nulls.
+per-node loops and one dense product at a time), on the same graph, in one run (alternating
+rounds of the two); the bar is 100x per core. Then the projected time of the whole paper
+catalog (1320 networks x 18 levels x 1000 null samples per null model) on a 32-core node,
+from mothray's time per null graph measured at every level of the schedule; the goal is
+under 30 minutes for both nulls.
 
 The network: weights normal(0, init_std) (`--seed`), magnitude-pruned per layer so that exactly
 floor(s * n) of each layer's n weights are removed (nested across levels, as sequential
@@ -60,6 +61,7 @@ BAR = 100.0  # mothray / baseline, null graphs per second per core
 GOAL_MINUTES = 30.0  # the whole paper catalog, both nulls, on one node
 NODE_CORES = 32
 CHECKED = 2  # null graphs per model whose counts are checked, of mothray's and the baseline's
+ROUNDS = 5  # alternating timed rounds of mothray and the baseline per null model
 
 Graph = list[np.ndarray]
 
@@ -316,16 +318,26 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> dict:
 
 def head_to_head(graph: Graph, key: Sequence[int], args: argparse.Namespace) -> dict:
     """Per null model: mothray on `--samples` null graphs, the baseline on the first
-    `--baseline-samples` of the same seeds."""
+    `--baseline-samples` of the same seeds, in ROUNDS alternating rounds (each side a part of
+    its seeds), so that a machine whose speed drifts slows both sides alike."""
     layers = compact(graph)
     figures = {}
     for index, model in enumerate(motifs.NULL_MODELS):
         seeds = motifs.seeds((*key, index), args.samples)
-        ours_counts, cpu, wall = timed(motifs.null_counts, graph, model, seeds)
-        ours = speed(len(seeds), cpu, wall)
         few = seeds[: args.baseline_samples].tolist()
-        theirs_counts, cpu, wall = timed(baseline_null_counts, layers, model, few)
-        theirs = speed(len(few), cpu, wall)
+        ours_parts, theirs_parts, ours_times, theirs_times = [], [], [], []
+        for ours_part, theirs_part in zip(
+            np.array_split(seeds, ROUNDS), np.array_split(np.array(few), ROUNDS), strict=True
+        ):
+            counts, cpu, wall = timed(motifs.null_counts, graph, model, ours_part)
+            ours_parts.append(counts)
+            ours_times.append((cpu, wall))
+            counts, cpu, wall = timed(baseline_null_counts, layers, model, theirs_part.tolist())
+            theirs_parts.append(counts)
+            theirs_times.append((cpu, wall))
+        ours_counts, theirs_counts = np.concatenate(ours_parts), np.concatenate(theirs_parts)
+        ours = speed(len(seeds), *map(float, np.sum(ours_times, axis=0)))
+        theirs = speed(len(few), *map(float, np.sum(theirs_times, axis=0)))
         ratio = ours["per_core"] / theirs["per_core"]
         figures[model] = {
             "mothray": ours,
@@ -454,8 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--core", type=int, default=min(os.sched_getaffinity(0)), help="the core to run on"
     )
     args = parser.parse_args(argv)
-    if not 0 < args.baseline_samples <= args.samples:
-        parser.error("need 0 < --baseline-samples <= --samples")
+    if not ROUNDS <= args.baseline_samples <= args.samples:
+        parser.error(f"need {ROUNDS} (the timed rounds) <= --baseline-samples <= --samples")
     if args.level_samples < 1:
         parser.error("need --level-samples >= 1")
     return args

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mothray.analysis import motifs
 from mothray.analysis.motifs import (
     MOTIFS,
     NULL_MODELS,
@@ -244,6 +245,54 @@ def test_counts_at_the_paper_scale_equal_matrix_formulas():
         masks = [rng.random(shape) < density for shape in itertools.pairwise(sizes)]
         bias = all_biased(masks)
         assert count(masks, bias) == formula_count(live(masks, bias)), (sizes, density)
+
+
+def layer_pair_kernels(matrix):
+    """A (rows, cols) 0/1 matrix in every form the overlap kernels take: flat bytes, its rows'
+    and columns' bit sets, neighbour lists, byte rows and byte columns."""
+    rows, cols = matrix.shape
+    flat = matrix.astype(np.uint8).ravel()
+    by_row, _ = motifs._scan(flat, rows, cols, np.zeros(rows, np.int64))
+    by_col = motifs._transpose(by_row, cols, rows)
+    return {
+        "by_row": by_row,
+        "by_col": by_col,
+        "rows_of": motifs._members(by_row, rows),
+        "cols_of": motifs._members(by_col, cols),
+        "byte_rows": motifs._byte_rows(flat, rows, cols),
+        "byte_cols": motifs._byte_columns(by_col, rows, cols),
+    }
+
+
+def overlap_sum(overlaps) -> int:
+    return sum(comb(int(m), 2) for m in np.ravel(overlaps))
+
+
+def test_every_overlap_method_gives_the_matrix_formula():
+    """Bi-fan and bi-parallel sums by every method `_count` may choose (popcounts of either
+    side's bit sets, walks over either side's lists, byte sums by columns, forwards and back)
+    equal Σ C(overlap, 2) from matrix products, across 64-node words, widths that are not whole
+    words of bytes, and overlaps of 255 (the byte counters' largest)."""
+    rng = np.random.default_rng(8)
+    cases = [(rng.integers(1, 140, 3), density) for density in (0.03, 0.2, 0.6) for _ in range(4)]
+    cases += [((255, 2, 3), 1.0), ((3, 255, 9), 1.0)]
+    for sizes, density in cases:
+        first = rng.random(sizes[:2]) < density
+        second = rng.random(sizes[1:]) < density
+        x, y = layer_pair_kernels(first), layer_pair_kernels(second)
+        cols_together = first.T.astype(np.int64) @ first
+        bifan = overlap_sum(cols_together[np.triu_indices(sizes[1], 1)])
+        assert motifs._overlaps_dense(x["by_row"], x["by_row"], True) == bifan
+        assert motifs._overlaps_dense(x["by_col"], x["by_col"], True) == bifan
+        assert motifs._overlaps_sparse(x["rows_of"], x["cols_of"], sizes[0], True) == bifan
+        assert motifs._overlaps_sparse(x["cols_of"], x["rows_of"], sizes[1], True) == bifan
+        assert motifs._overlaps_summed(x["cols_of"], x["byte_rows"], sizes[1], True) == bifan
+        biparallel = overlap_sum(first.astype(np.int64) @ second)
+        assert motifs._overlaps_dense(x["by_row"], y["by_col"], False) == biparallel
+        assert motifs._overlaps_sparse(x["rows_of"], y["rows_of"], sizes[2], False) == biparallel
+        back = motifs._overlaps_summed(y["cols_of"], x["byte_cols"], sizes[0], False)
+        assert motifs._overlaps_summed(x["rows_of"], y["byte_rows"], sizes[2], False) == biparallel
+        assert back == biparallel, (sizes, density)
 
 
 def test_counts_of_complete_graphs_by_hand():

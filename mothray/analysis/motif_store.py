@@ -27,7 +27,7 @@ from mothray.catalog import Catalog
 from mothray.data import integrity
 
 STORE_NAME, TABLE_NAME = "motifs.zarr", "motifs.csv"
-FORMAT = 1
+FORMAT = 2  # 2: null samples drawn two indices per 64 random bits (1: one)
 STATS = ("mean", "std", "z", "p", "defined")
 REPAIR = "python -m mothray.motifs NAME recomputes what is missing or damaged"
 

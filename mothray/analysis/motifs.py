@@ -4,8 +4,10 @@ pruned network's layered graph, two null models, and z-scores against them.
 A graph here is its layer adjacency, `list[(n_l, n_{l+1}) bool]`; nodes with no edge in it are
 isolated and count in no motif. Counts are instances (subgraphs), from degrees and from pair
 overlaps of the adjacency (e.g. bi-fans: Σ over node pairs of C(common targets, 2)), computed
-by numba-compiled kernels per layer pair: by walks over neighbour lists when sparse (cost grows
-with the edges), by popcounts of ANDed bit sets when dense (cost grows with node pairs × words).
+by numba-compiled kernels per layer pair, each overlap sum the cheapest of three ways by its
+estimated work: walks over neighbour lists when very sparse (cost grows with paths of two
+edges), sums of byte rows eight to a word when sparse (cost grows with edges × width: every
+overlap of one node at once), popcounts of ANDed bit sets when dense (node pairs × words).
 
 Null models, sampled one graph per seed (each sample its own xoshiro256** random stream):
 - `er`: per pair of adjacent layers the same nodes with outputs, the same nodes with inputs and
@@ -188,14 +190,15 @@ def _count(adjacency, sizes):
     matrices = [adjacency[pairs[layer] : pairs[layer + 1]] for layer in range(layers)]
     indeg = np.zeros(nodes[-1], np.int64)
     outdeg = np.zeros(nodes[-1], np.int64)
-    by_col, inflow = [], []  # inflow: per column, Σ over its rows of their in-degrees
+    by_row, by_col, inflow = [], [], []  # inflow: per column, Σ over its rows of their in-degrees
     for layer in range(layers):
         fan_in = indeg[nodes[layer] : nodes[layer + 1]]
         scan = _scan(matrices[layer], sizes[layer], sizes[layer + 1], fan_in)
-        by_col.append(scan[0])
-        outdeg[nodes[layer] : nodes[layer + 1]] = scan[1]
-        inflow.append(scan[2])
-        indeg[nodes[layer + 1] : nodes[layer + 2]] = _sizes(scan[0])
+        by_row.append(scan[0])
+        by_col.append(_transpose(scan[0], sizes[layer + 1], sizes[layer]))
+        outdeg[nodes[layer] : nodes[layer + 1]] = _sizes(scan[0])
+        inflow.append(scan[1])
+        indeg[nodes[layer + 1] : nodes[layer + 2]] = _sizes(by_col[layer])
     counts = np.zeros(9, np.int64)
     for node in range(nodes[-1]):
         i, o = indeg[node], outdeg[node]
@@ -207,47 +210,72 @@ def _count(adjacency, sizes):
         counts[5] += i * (i - 1) * (i - 2) // 6
     for layer in range(layers):  # chains a→b→c→d: Σ over edges b→c of indeg(b)·outdeg(c)
         counts[6] += np.sum(inflow[layer] * outdeg[nodes[layer + 1] : nodes[layer + 2]])
-    by_rows, bifan_walk, bipar_walk = _plans(indeg, outdeg, sizes, nodes)
-    lists, by_row = [], []  # only where a walk or a popcount needs them
+    by_rows, bifan_how, bipar_how = _plans(indeg, outdeg, sizes, nodes)
+    row_lists, col_lists, byte_rows = [], [], []  # only where a method needs them (else empty)
+    byte_cols = []
     for layer in range(layers):
         rows, cols = sizes[layer], sizes[layer + 1]
         onward = layer + 1 < layers
-        if bifan_walk[layer] or bipar_walk[layer] or (onward and bipar_walk[layer + 1]):
-            lists.append(_lists(by_col[layer], rows, cols))
-        else:  # empty lists
-            lists.append(_lists(np.zeros((0, cols), np.uint64), 0, cols))
-        if (by_rows[layer] and not bifan_walk[layer]) or (onward and not bipar_walk[layer + 1]):
-            by_row.append(_transpose(by_col[layer], rows, cols))
+        if (
+            bifan_how[layer] == _WALKS
+            or bipar_how[layer] == _WALKS
+            or (onward and bipar_how[layer + 1] in (_SUMS, _WALKS))
+        ):
+            row_lists.append(_members(by_row[layer], rows))
         else:
-            by_row.append(np.zeros((0, 0), np.uint64))
+            row_lists.append(_members(np.zeros((0, rows), np.uint64), rows))
+        if bifan_how[layer] in (_SUMS, _WALKS) or bipar_how[layer] == _SUMS_BACK:
+            col_lists.append(_members(by_col[layer], cols))
+        else:
+            col_lists.append(_members(np.zeros((0, cols), np.uint64), cols))
+        if bifan_how[layer] == _SUMS or bipar_how[layer] == _SUMS:
+            byte_rows.append(_byte_rows(matrices[layer], rows, cols))
+        else:
+            byte_rows.append(np.zeros((0, 0), np.uint64))
+        if onward and bipar_how[layer + 1] == _SUMS_BACK:
+            byte_cols.append(_byte_columns(by_col[layer], rows, cols))
+        else:
+            byte_cols.append(np.zeros((0, 0), np.uint64))
     for layer in range(layers):
-        row_lists, col_lists = lists[layer][:2], lists[layer][2:]
-        if bifan_walk[layer] and by_rows[layer]:
-            counts[7] += _overlaps_sparse(row_lists, col_lists, sizes[layer], True)
-        elif bifan_walk[layer]:
-            counts[7] += _overlaps_sparse(col_lists, row_lists, sizes[layer + 1], True)
+        rows_of, cols_of = row_lists[layer], col_lists[layer]
+        if bifan_how[layer] == _SUMS:  # pairs of columns, by their rows' bytes
+            counts[7] += _overlaps_summed(cols_of, byte_rows[layer], sizes[layer + 1], True)
+        elif bifan_how[layer] == _WALKS and by_rows[layer]:
+            counts[7] += _overlaps_sparse(rows_of, cols_of, sizes[layer], True)
+        elif bifan_how[layer] == _WALKS:
+            counts[7] += _overlaps_sparse(cols_of, rows_of, sizes[layer + 1], True)
         elif by_rows[layer]:
             counts[7] += _overlaps_dense(by_row[layer], by_row[layer], True)
         else:
             counts[7] += _overlaps_dense(by_col[layer], by_col[layer], True)
     for layer in range(1, layers):
-        if bipar_walk[layer]:
-            x, via = lists[layer - 1][:2], lists[layer][:2]
-            counts[8] += _overlaps_sparse(x, via, sizes[layer + 1], False)
+        x = row_lists[layer - 1]  # the previous layer's rows' columns: this layer's nodes
+        if bipar_how[layer] == _SUMS:
+            counts[8] += _overlaps_summed(x, byte_rows[layer], sizes[layer + 1], False)
+        elif bipar_how[layer] == _SUMS_BACK:  # from the far side: its columns' rows
+            y = col_lists[layer]
+            counts[8] += _overlaps_summed(y, byte_cols[layer - 1], sizes[layer - 1], False)
+        elif bipar_how[layer] == _WALKS:
+            counts[8] += _overlaps_sparse(x, row_lists[layer], sizes[layer + 1], False)
         else:
             counts[8] += _overlaps_dense(by_row[layer - 1], by_col[layer], False)
     return counts
 
 
+# How `_count` finds an overlap sum (`_plans`): popcounts of bit sets, walks over neighbour
+# lists, or sums of byte rows (bi-parallels also from the far side: `_SUMS_BACK`).
+_POPCOUNTS, _WALKS, _SUMS, _SUMS_BACK = 0, 1, 2, 3
+
+
 @njit(cache=True)
 def _plans(indeg, outdeg, sizes, nodes):
-    """How `_count` finds each overlap sum, the cheaper way by `_plan`: per layer pair whether
-    its bi-fans go by pairs of rows (else of columns) and whether by walks, and per middle
-    layer (from 1) whether its bi-parallels go by walks."""
+    """How `_count` finds each overlap sum, the cheapest way by estimated work: per layer pair
+    whether its bi-fans go by pairs of rows (else of columns) and by which method, and per
+    middle layer (from 1) by which method its bi-parallels go. Bi-fan sums go by columns."""
     layers = len(sizes) - 1
     by_rows = np.zeros(layers, np.bool_)
-    bifan_walk = np.zeros(layers, np.bool_)
-    bipar_walk = np.zeros(layers, np.bool_)
+    bifan_how = np.zeros(layers, np.int64)
+    bipar_how = np.zeros(layers, np.int64)
     for layer in range(layers):
         fan_out = outdeg[nodes[layer] : nodes[layer + 1]]  # the rows' degrees
         fan_in = indeg[nodes[layer + 1] : nodes[layer + 2]]  # the columns'
@@ -255,44 +283,73 @@ def _plans(indeg, outdeg, sizes, nodes):
         row_plan = _plan(fan_in, fan_in, rows * rows, True)  # pairs of rows, via columns
         col_plan = _plan(fan_out, fan_out, cols * cols, True)  # pairs of columns, via rows
         by_rows[layer] = row_plan[0] < col_plan[0]
-        bifan_walk[layer] = row_plan[1] if by_rows[layer] else col_plan[1]
+        work, bifan_how[layer] = row_plan if by_rows[layer] else col_plan
+        sums = _sums_work(fan_in, sizes[layer + 1], True)
+        if 0 <= sums < work:
+            by_rows[layer], bifan_how[layer] = False, _SUMS
         if layer > 0:
             middle = slice(nodes[layer], nodes[layer + 1])
             pairs = np.count_nonzero(outdeg[nodes[layer - 1] : nodes[layer]]) * cols
-            bipar_walk[layer] = _plan(indeg[middle], outdeg[middle], pairs, False)[1]
-    return by_rows, bifan_walk, bipar_walk
+            work, bipar_how[layer] = _plan(indeg[middle], outdeg[middle], pairs, False)
+            sums = _sums_work(outdeg[nodes[layer - 1] : nodes[layer]], sizes[layer + 1], False)
+            if 0 <= sums < work:
+                work, bipar_how[layer] = sums, _SUMS
+            sums = _sums_work(indeg[nodes[layer + 1] : nodes[layer + 2]], sizes[layer - 1], False)
+            if 0 <= sums and sums + 2 * sizes[layer] * ((sizes[layer - 1] + 7) // 8) < work:
+                bipar_how[layer] = _SUMS_BACK  # its work includes making the byte columns
+    return by_rows, bifan_how, bipar_how
 
 
 @njit(cache=True)
 def _plan(x_degree, via_degree, pairs, same):
-    """(estimated work, whether by walks) of an overlap sum's cheaper method, from the middle
+    """(estimated work, method) of an overlap sum by popcounts or walks, from the middle
     nodes' degrees towards both sides and the (a, d) pairs with edges: a walk step costs about
     4.5 words' popcounts."""
     walks = 9 * np.sum(x_degree * via_degree)
     words = 2 * pairs * ((len(x_degree) + 63) // 64)
     if same:
         walks, words = walks // 2, words // 2
-    return min(walks, words), walks <= words
+    return (words, _POPCOUNTS) if words < walks else (walks, _WALKS)
+
+
+@njit(cache=True)
+def _sums_work(x_degree, width, same):
+    """Estimated work of `_overlaps_summed` (in `_plan`'s units; measured at the paper's
+    sizes), from the x side's degrees into the middle layer and the y side's width; -1 when an
+    overlap could pass 255, a byte counter's range, or a row's squared overlaps 2^32."""
+    if len(x_degree) == 0 or np.max(x_degree) > 255 or width > 66_000:
+        return -1
+    work = 2 * np.sum(x_degree) * ((width + 7) // 8) + 3 * np.count_nonzero(x_degree > 1) * width
+    return work // 2 if same else work
 
 
 @njit(cache=True)
 def _scan(matrix, rows, cols, fan_in):
-    """One pass over a layer pair's (rows, cols) 0/1 matrix: its columns as bit sets of rows,
-    word-major ((⌈rows/64⌉, cols) uint64), its rows' edge counts, and per column the sum of
-    `fan_in` over its rows."""
-    by_col = np.zeros(((rows + 63) // 64, cols), np.uint64)
-    sums = np.zeros(rows, np.int64)
-    inflow = np.zeros(cols, np.int64)
-    for a in range(rows):  # three loops over the row, each one vectorized
+    """One pass over a layer pair's (rows, cols) 0/1 matrix: its rows as bit sets of columns,
+    word-major ((⌈cols/64⌉, rows) uint64), and per column the sum of `fan_in` over its rows.
+    Eight bytes pack into eight bits by one multiply (byte i's low bit to bit 56 + i)."""
+    by_row = np.zeros(((cols + 63) // 64, rows), np.uint64)
+    byte_rows = _byte_rows(matrix, rows, cols)
+    pack = np.uint64(0x0102040810204080)
+    for a in range(rows):
+        for g in range(byte_rows.shape[1]):
+            bits = (byte_rows[a, g] * pack) >> np.uint64(56)
+            by_row[g >> 3, a] |= bits << np.uint64(8 * (g & 7))
+    if np.sum(fan_in) < 2**31:  # no column's sum passes 32 bits: eight lanes per vector
+        return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int32))
+    return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int64))
+
+
+@njit(cache=True)
+def _weighted_sums(matrix, cols, weights, sums):
+    """Per column of a (len(weights), cols) 0/1 matrix, the sum of `weights` over its rows
+    into `sums` (its dtype wide enough), as int64."""
+    for a in range(len(weights)):
         row = matrix[a * cols : (a + 1) * cols]
-        shift = np.uint64(a & 63)
-        for b in range(cols):
-            by_col[a >> 6, b] |= np.uint64(row[b]) << shift
-        sums[a] = np.sum(row)
-        weight = fan_in[a]
-        for b in range(cols):
-            inflow[b] += row[b] * weight
-    return by_col, sums, inflow
+        weight = sums.dtype.type(weights[a])
+        for b in range(np.uint64(cols)):  # unsigned: vectorized
+            sums[b] += row[b] * weight
+    return sums.astype(np.int64)
 
 
 @njit(cache=True)
@@ -331,31 +388,20 @@ def _sizes(sets):
 
 
 @njit(cache=True)
-def _lists(by_col, rows, cols):
-    """A layer pair's neighbour lists, from its columns' bit sets: start offsets and ascending
-    members of its rows' columns, then of its columns' rows."""
-    col_start = np.zeros(cols + 1, np.int64)
-    col_start[1:] = np.cumsum(_sizes(by_col))
-    col_members = np.empty(col_start[-1], np.int64)
-    row_start = np.zeros(rows + 1, np.int64)
-    for b in range(cols):
-        at = col_start[b]
-        for w in range(len(by_col)):
-            word = by_col[w, b]
+def _members(sets, count):
+    """`count` word-major bit sets as neighbour lists: start offsets and ascending members."""
+    start = np.zeros(count + 1, np.int64)
+    start[1:] = np.cumsum(_sizes(sets))
+    members = np.empty(start[-1], np.int64)
+    for node in range(count):
+        at = start[node]
+        for w in range(len(sets)):
+            word = sets[w, node]
             while word:
-                a = 64 * w + _popcount((word & (~word + np.uint64(1))) - np.uint64(1))
-                col_members[at] = a
-                row_start[a + 1] += 1
+                members[at] = 64 * w + _popcount((word & (~word + np.uint64(1))) - np.uint64(1))
                 word &= word - np.uint64(1)
                 at += 1
-    row_start = np.cumsum(row_start)
-    row_members = np.empty(row_start[-1], np.int64)
-    at = row_start[:-1].copy()
-    for b in range(cols):
-        for i in range(col_start[b], col_start[b + 1]):
-            row_members[at[col_members[i]]] = b
-            at[col_members[i]] += 1
-    return row_start, row_members, col_start, col_members
+    return start, members
 
 
 @njit(cache=True)
@@ -403,6 +449,77 @@ def _overlaps_dense(x, y, same):
                 m3 += _popcount(xa[w] & y[d + 3, w])
             total += m0 * (m0 - 1) + m1 * (m1 - 1) + m2 * (m2 - 1) + m3 * (m3 - 1)
     return total // 2
+
+
+@njit(cache=True)
+def _overlaps_summed(x, via_rows, ny, same):
+    """The same sum from X's neighbour lists and the middle layer's rows towards Y as bytes
+    (`_byte_rows`): per a, adding its middle nodes' rows eight bytes to a uint64 word gives
+    every d's overlap at once (at most 255: no carries between bytes). Indices are unsigned,
+    so numba checks no wraparound and LLVM vectorizes the adds."""
+    x_start, x_members = x
+    words = np.uint64(via_rows.shape[1])
+    overlaps = np.zeros(via_rows.shape[1], np.uint64)
+    overlap = overlaps.view(np.uint8)
+    total = 0
+    for a in range(len(x_start) - 1):
+        if x_start[a + 1] - x_start[a] < 2:  # overlaps of at most 1: no pairs
+            continue
+        first = np.uint64(a + 1 if same else 0)
+        start, i, end = first >> np.uint64(3), x_start[a] + 2, x_start[a + 1]
+        r0, r1 = via_rows[x_members[i - 2]], via_rows[x_members[i - 1]]
+        for k in range(start, words):
+            overlaps[k] = r0[k] + r1[k]
+        while i + 4 <= end:  # four rows a pass: a quarter of the loads and stores of sums
+            r0, r1 = via_rows[x_members[i]], via_rows[x_members[i + 1]]
+            r2, r3 = via_rows[x_members[i + 2]], via_rows[x_members[i + 3]]
+            for k in range(start, words):
+                overlaps[k] += (r0[k] + r1[k]) + (r2[k] + r3[k])
+            i += 4
+        for rest in range(i, end):
+            r0 = via_rows[x_members[rest]]
+            for k in range(start, words):
+                overlaps[k] += r0[k]
+        squares, sizes = np.uint32(0), np.uint32(0)  # 32-bit lanes: ny·255² < 2^32 (`_sums_work`)
+        for d in range(first, np.uint64(ny)):
+            m = np.uint32(overlap[d])
+            squares += m * m
+            sizes += m
+        total += np.int64(squares) - np.int64(sizes)
+    return total // 2
+
+
+@njit(cache=True)
+def _byte_rows(matrix, rows, cols):
+    """A layer pair's (rows, cols) 0/1 matrix as bytes, each row padded to whole uint64 words:
+    (rows, ⌈cols/8⌉) uint64, the matrix itself when its rows are whole words."""
+    if cols % 8 == 0:
+        return matrix.view(np.uint64).reshape(rows, cols // 8)
+    words = (cols + 7) // 8
+    padded = np.zeros((rows, words * 8), np.uint8)
+    for a in range(rows):
+        row = matrix[a * cols : (a + 1) * cols]
+        for b in range(np.uint64(cols)):
+            padded[a, b] = row[b]
+    return padded.view(np.uint64)
+
+
+# Each byte's bits spread to a word's bytes: bit i of the byte to byte i of the word (0 or 1).
+_SPREAD = np.array(
+    [sum(((byte >> i) & 1) << (8 * i) for i in range(8)) for byte in range(256)], np.uint64
+)
+
+
+@njit(cache=True)
+def _byte_columns(by_col, rows, cols):
+    """A layer pair's columns as bytes from their bit sets of rows: (cols, ⌈rows/8⌉) uint64,
+    byte i of word k being row 8k + i (`_SPREAD`)."""
+    words = (rows + 7) // 8
+    out = np.empty((cols, words), np.uint64)
+    for b in range(cols):
+        for k in range(words):
+            out[b, k] = _SPREAD[(by_col[k >> 3, b] >> np.uint64(8 * (k & 7))) & np.uint64(0xFF)]
+    return out
 
 
 @njit(cache=True)
@@ -455,36 +572,33 @@ def _draw(adjacency, sizes, nodes, model, seed, swaps, out):
         drawn = out[pairs[layer] : pairs[layer + 1]]
         sources, targets, edges = nodes[layer]
         if model == 0:
-            _er_pair(sources.copy(), targets.copy(), edges, cols, state, drawn)
+            state = _er_pair(sources.copy(), targets.copy(), edges, cols, state, drawn)
         else:
-            _swapped_pair(real, sources, targets, edges, cols, swaps, state, drawn)
+            state = _swapped_pair(real, sources, targets, edges, cols, swaps, state, drawn)
 
 
 @njit(cache=True)
 def _stream(seed):
-    """A xoshiro256** state seeded by splitmix64: numba's np.random costs ~25 ns a draw."""
-    state = np.empty(4, np.uint64)
+    """A xoshiro256** state seeded by splitmix64 (numba's np.random costs ~25 ns a draw). States
+    are tuples, passed on and returned, so that they stay in registers in the loops."""
     x = np.uint64(seed)
-    for i in range(4):
+    words = []
+    for _ in range(4):
         x += np.uint64(0x9E3779B97F4A7C15)
         z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        state[i] = z ^ (z >> np.uint64(31))
-    return state
+        words.append(z ^ (z >> np.uint64(31)))
+    return words[0], words[1], words[2], words[3]
 
 
 @njit(cache=True)
 def _next(state):
-    """The stream's next 64 random bits (xoshiro256**)."""
-    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    """The stream's next 64 random bits (xoshiro256**) and its next state."""
+    s0, s1, s2, s3 = state
     result = _rotate(s1 * np.uint64(5), 7) * np.uint64(9)
     s2 ^= s0
     s3 ^= s1
-    state[0] = s0 ^ s3
-    state[1] = s1 ^ s2
-    state[2] = s2 ^ (s1 << np.uint64(17))
-    state[3] = _rotate(s3, 45)
-    return result
+    return result, (s0 ^ s3, s1 ^ s2, s2 ^ (s1 << np.uint64(17)), _rotate(s3, 45))
 
 
 @njit(cache=True)
@@ -494,21 +608,48 @@ def _rotate(x, k):
 
 @njit(cache=True)
 def _below(state, n):
-    """A uniform integer in [0, n), n < 2^32: Lemire's multiply-shift, rejecting the biased."""
+    """A uniform integer in [0, n), n < 2^32, and the stream's state: Lemire's multiply-shift,
+    rejecting the biased."""
     n = np.uint64(n)
     while True:
-        product = (_next(state) >> np.uint64(32)) * n
-        low = product & np.uint64(0xFFFFFFFF)
-        if low >= n or low >= (np.uint64(1 << 32) - n) % n:
-            return np.int64(product >> np.uint64(32))
+        bits, state = _next(state)
+        product = (bits >> np.uint64(32)) * n
+        if _unbiased(product & np.uint64(0xFFFFFFFF), n):
+            return np.int64(product >> np.uint64(32)), state
+
+
+@njit(cache=True)
+def _below_pair(state, n, m, biased):
+    """Uniform integers in [0, n) and [0, m) (uint64, < 2^32) from the two halves of one
+    draw, each by Lemire's multiply-shift, rejecting both when either falls in its biased
+    range (`biased`: `_biased(n)`, `_biased(m)`), and the stream's state."""
+    low32 = np.uint64(0xFFFFFFFF)
+    while True:
+        bits, state = _next(state)
+        first, second = (bits >> np.uint64(32)) * n, (bits & low32) * m
+        if (first & low32) >= biased[0] and (second & low32) >= biased[1]:
+            return np.int64(first >> np.uint64(32)), np.int64(second >> np.uint64(32)), state
+
+
+@njit(cache=True)
+def _biased(n):
+    """How many of the 2^32 low halves of Lemire's multiply-shift by n (uint64) are rejected."""
+    return (np.uint64(1 << 32) - n) % n
+
+
+@njit(cache=True)
+def _unbiased(low, n):
+    """Whether Lemire's multiply-shift keeps a product whose low 32 bits are `low`."""
+    return low >= n or low >= (np.uint64(1 << 32) - n) % n
 
 
 @njit(cache=True)
 def _shuffle(state, values):
-    """Fisher–Yates, in place."""
+    """Fisher–Yates, in place; returns the stream's state."""
     for i in range(len(values) - 1, 0, -1):
-        j = _below(state, i + 1)
+        j, state = _below(state, i + 1)
         values[i], values[j] = values[j], values[i]
+    return state
 
 
 @njit(cache=True)
@@ -536,16 +677,19 @@ def _participants(adjacency, sizes):
 def _er_pair(sources, targets, edges, cols, state, out):
     """Same nodes with edges (`sources`, `targets`: shuffled here), same edge count, every such
     node keeps one: a random minimum edge cover, then the other edges uniformly among the empty
-    cells (the module docstring)."""
+    cells (the module docstring). Returns the stream's state."""
     out[:] = 0
     if edges == 0:
-        return
-    _shuffle(state, sources)
-    _shuffle(state, targets)
+        return state
+    state = _shuffle(state, sources)
+    state = _shuffle(state, targets)
     many, few = (sources, targets) if len(sources) >= len(targets) else (targets, sources)
     cover = np.empty(len(many), np.int64)
     for i in range(len(many)):  # a matching of `few`, then random partners for the rest
-        partner = few[i] if i < len(few) else few[_below(state, len(few))]
+        partner = few[i]
+        if i >= len(few):
+            pick, state = _below(state, len(few))
+            partner = few[pick]
         a, b = (many[i], partner) if len(sources) >= len(targets) else (partner, many[i])
         cover[i] = a * cols + b
         out[cover[i]] = 2
@@ -559,20 +703,24 @@ def _er_pair(sources, targets, edges, cols, state, out):
                 if out[a * cols + b] == 0:
                     out[a * cols + b] = 1
     todo = extra if mark == 1 else free - extra
+    n_sources, n_targets = np.uint64(len(sources)), np.uint64(len(targets))
+    biased = _biased(n_sources), _biased(n_targets)
     while todo > 0:
-        cell = sources[_below(state, len(sources))] * cols
-        cell += targets[_below(state, len(targets))]
+        source, target, state = _below_pair(state, n_sources, n_targets, biased)
+        cell = sources[source] * cols + targets[target]
         if out[cell] == 1 - mark:
             out[cell] = mark
             todo -= 1
     for cell in cover:  # marked 2, apart from the cells to fill or to empty
         out[cell] = 1
+    return state
 
 
 @njit(cache=True)
 def _swapped_pair(real, sources, targets, edges, cols, swaps, state, out):
     """The same degrees after `swaps` attempted double-edge swaps per edge; on the complement
-    among the nodes with edges (`sources`, `targets`) when that has fewer edges."""
+    among the nodes with edges (`sources`, `targets`) when that has fewer edges. Returns the
+    stream's state."""
     out[:] = real
     cells = len(sources) * len(targets)
     complement = 2 * edges > cells
@@ -582,7 +730,7 @@ def _swapped_pair(real, sources, targets, edges, cols, swaps, state, out):
     if count < 2:
         if complement:
             _flip(out, sources, targets, cols)
-        return
+        return state
     ends = np.empty((count, 2), np.int32)  # (head, tail): one cache line per edge
     k = 0
     for a in sources:
@@ -590,9 +738,11 @@ def _swapped_pair(real, sources, targets, edges, cols, swaps, state, out):
             if out[a * cols + b]:
                 ends[k, 0], ends[k, 1] = a, b
                 k += 1
-    i, j = _below(state, count), _below(state, count)
+    n = np.uint64(count)
+    biased = _biased(n), _biased(n)
+    i, j, state = _below_pair(state, n, n, biased)
     for _ in range(swaps * count):
-        next_i, next_j = _below(state, count), _below(state, count)
+        next_i, next_j, state = _below_pair(state, n, n, biased)
         a, b, x, y = ends[i, 0], ends[i, 1], ends[j, 0], ends[j, 1]
         # load the next pair's ends before this unpredictable branch: their cache misses overlap
         ahead = ends[next_i, 0] + ends[next_j, 0]
@@ -605,6 +755,7 @@ def _swapped_pair(real, sources, targets, edges, cols, swaps, state, out):
         i, j = next_i, next_j
     if complement:
         _flip(out, sources, targets, cols)
+    return state
 
 
 @njit(cache=True)
