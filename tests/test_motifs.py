@@ -252,14 +252,14 @@ def layer_pair_kernels(matrix):
     and columns' bit sets, neighbour lists, byte rows and byte columns."""
     rows, cols = matrix.shape
     flat = matrix.astype(np.uint8).ravel()
-    by_row, _ = motifs._scan(flat, rows, cols, np.zeros(rows, np.int64))
+    by_row, _, byte_rows = motifs._scan(flat, rows, cols, np.zeros(rows, np.int64))
     by_col = motifs._transpose(by_row, cols, rows)
     return {
         "by_row": by_row,
         "by_col": by_col,
         "rows_of": motifs._members(by_row, rows),
         "cols_of": motifs._members(by_col, cols),
-        "byte_rows": motifs._byte_rows(flat, rows, cols),
+        "byte_rows": byte_rows,
         "byte_cols": motifs._byte_columns(by_col, rows, cols),
     }
 

@@ -191,10 +191,12 @@ def _count(adjacency, sizes):
     indeg = np.zeros(nodes[-1], np.int64)
     outdeg = np.zeros(nodes[-1], np.int64)
     by_row, by_col, inflow = [], [], []  # inflow: per column, Σ over its rows of their in-degrees
+    byte_rows = []
     for layer in range(layers):
         fan_in = indeg[nodes[layer] : nodes[layer + 1]]
         scan = _scan(matrices[layer], sizes[layer], sizes[layer + 1], fan_in)
         by_row.append(scan[0])
+        byte_rows.append(scan[2])
         by_col.append(_transpose(scan[0], sizes[layer + 1], sizes[layer]))
         outdeg[nodes[layer] : nodes[layer + 1]] = _sizes(scan[0])
         inflow.append(scan[1])
@@ -211,8 +213,7 @@ def _count(adjacency, sizes):
     for layer in range(layers):  # chains a→b→c→d: Σ over edges b→c of indeg(b)·outdeg(c)
         counts[6] += np.sum(inflow[layer] * outdeg[nodes[layer + 1] : nodes[layer + 2]])
     by_rows, bifan_how, bipar_how = _plans(indeg, outdeg, sizes, nodes)
-    row_lists, col_lists, byte_rows = [], [], []  # only where a method needs them (else empty)
-    byte_cols = []
+    row_lists, col_lists, byte_cols = [], [], []  # only where a method needs them (else empty)
     for layer in range(layers):
         rows, cols = sizes[layer], sizes[layer + 1]
         onward = layer + 1 < layers
@@ -228,10 +229,6 @@ def _count(adjacency, sizes):
             col_lists.append(_members(by_col[layer], cols))
         else:
             col_lists.append(_members(np.zeros((0, cols), np.uint64), cols))
-        if bifan_how[layer] == _SUMS or bipar_how[layer] == _SUMS:
-            byte_rows.append(_byte_rows(matrices[layer], rows, cols))
-        else:
-            byte_rows.append(np.zeros((0, 0), np.uint64))
         if onward and bipar_how[layer + 1] == _SUMS_BACK:
             byte_cols.append(_byte_columns(by_col[layer], rows, cols))
         else:
@@ -326,7 +323,8 @@ def _sums_work(x_degree, width, same):
 @njit(cache=True)
 def _scan(matrix, rows, cols, fan_in):
     """One pass over a layer pair's (rows, cols) 0/1 matrix: its rows as bit sets of columns,
-    word-major ((⌈cols/64⌉, rows) uint64), and per column the sum of `fan_in` over its rows.
+    word-major ((⌈cols/64⌉, rows) uint64), per column the sum of `fan_in` over its rows, and
+    its rows as bytes (`_byte_rows`).
     Eight bytes pack into eight bits by one multiply (byte i's low bit to bit 56 + i)."""
     by_row = np.zeros(((cols + 63) // 64, rows), np.uint64)
     byte_rows = _byte_rows(matrix, rows, cols)
@@ -336,8 +334,8 @@ def _scan(matrix, rows, cols, fan_in):
             bits = (byte_rows[a, g] * pack) >> np.uint64(56)
             by_row[g >> 3, a] |= bits << np.uint64(8 * (g & 7))
     if np.sum(fan_in) < 2**31:  # no column's sum passes 32 bits: eight lanes per vector
-        return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int32))
-    return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int64))
+        return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int32)), byte_rows
+    return by_row, _weighted_sums(matrix, cols, fan_in, np.zeros(cols, np.int64)), byte_rows
 
 
 @njit(cache=True)
@@ -640,7 +638,7 @@ def _biased(n):
 @njit(cache=True)
 def _unbiased(low, n):
     """Whether Lemire's multiply-shift keeps a product whose low 32 bits are `low`."""
-    return low >= n or low >= (np.uint64(1 << 32) - n) % n
+    return low >= n or low >= _biased(n)
 
 
 @njit(cache=True)
