@@ -8,7 +8,14 @@ Imports numpy, and zarr for the store. The numpy parts load at once; the store (
 from __future__ import annotations
 
 from mothray import lazy
-from mothray.data.features import INPUT_NAMES, ROW_COLUMNS, TARGET_NAMES, features
+from mothray.data.features import (
+    INPUT_NAMES,
+    ROW_COLUMNS,
+    TARGET_NAMES,
+    controller_inputs,
+    controls_of,
+    features,
+)
 from mothray.data.scaler import Scaler
 from mothray.data.splits import Dataset, Splits, from_arrays
 
@@ -21,6 +28,8 @@ __all__ = [
     "Dataset",
     "Scaler",
     "Splits",
+    "controller_inputs",
+    "controls_of",
     "features",
     "from_arrays",
     "load",

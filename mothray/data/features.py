@@ -42,3 +42,28 @@ def features(
         [force * np.cos(alpha), force * np.sin(alpha), torque, final[:, _VELOCITIES]]
     )
     return inputs, targets
+
+
+def controller_inputs(current_state: np.ndarray, wanted_state: np.ndarray) -> np.ndarray:
+    """Network inputs (n, 10) asking a network to move the moth from `current_state` to
+    `wanted_state` (both (n, 8)) in 20 ms, in the frame of its training data: translated so
+    that the joint starts at the origin, the initial angles reduced into [0, 2π) and the wanted
+    angles shifted by the same turns (so each keeps its difference from its initial angle)."""
+    current = np.asarray(current_state, dtype=np.float64)
+    wanted = np.array(wanted_state, dtype=np.float64)
+    start = current.copy()
+    start[:, [_STATE["x"], _STATE["y"]]] = 0.0
+    wanted[:, [_STATE["x"], _STATE["y"]]] -= current[:, [_STATE["x"], _STATE["y"]]]
+    turns = np.floor(current[:, _ANGLES] / (2 * np.pi))
+    start[:, _ANGLES] -= 2 * np.pi * turns
+    wanted[:, _ANGLES] -= 2 * np.pi * turns
+    return np.concatenate([start[:, _ANGLES], wanted[:, _POSITIONS], start[:, _VELOCITIES]], axis=1)
+
+
+def controls_of(targets: np.ndarray) -> np.ndarray:
+    """The controls (n, 3) as (F, α, τ), α in [0, 2π), of network outputs or targets (n, 7):
+    F = hypot(F_x, F_y), α = atan2(F_y, F_x)."""
+    targets = np.asarray(targets, dtype=np.float64)
+    force_x, force_y, torque = targets[:, 0], targets[:, 1], targets[:, 2]
+    alpha = np.mod(np.arctan2(force_y, force_x), 2 * np.pi)
+    return np.column_stack([np.hypot(force_x, force_y), alpha, torque])
