@@ -63,3 +63,40 @@ def network_controller(cat: Catalog, network: int, level: int) -> Controller:
     from mothray.analysis.prediction import predict  # JAX: only when a network flies
 
     return lambda inputs: predict(cat, network, level, inputs)
+
+
+def track_reference(
+    seed: int,
+    flights: int,
+    steps: int,
+    *,
+    body_scale: float = 1.0,
+    params: MothParameters = MothParameters(),  # noqa: B008 - frozen, as integrate's
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feasible reference flights for the `track` task: the model's own states (flights,
+    steps + 1, 8) under smooth random controls (flights, steps, 3), from seeded starts at the
+    origin within the training ranges. The controls start uniform in their ranges and take
+    small random steps (2% of each range per 20 ms), clipped to the ranges; α wraps."""
+    rng = np.random.default_rng(seed)
+    low, high = np.array([0.0, 0.0, -1e5]), np.array([44300.0, 2 * np.pi, 1e5])
+    states = np.zeros((flights, steps + 1, 8))
+    states[:, 0, [1, 3]] = rng.uniform(-1500, 1500, (flights, 2))
+    states[:, 0, [4, 6]] = rng.uniform(0, 2 * np.pi, (flights, 2))
+    states[:, 0, [5, 7]] = rng.uniform(-25, 25, (flights, 2))
+    controls = np.empty((flights, steps, 3))
+    controls[:, 0] = rng.uniform(low, high, (flights, 3))
+    for step in range(1, steps):
+        moved = controls[:, step - 1] + rng.normal(0, 0.02 * (high - low), (flights, 3))
+        controls[:, step] = np.clip(moved, low, high)
+        controls[:, step, 1] = np.mod(moved[:, 1], 2 * np.pi)
+    for step in range(steps):
+        states[:, step + 1], _ = integrate(
+            states[:, step], controls[:, step], body_scale=body_scale, params=params
+        )
+    return states, controls
+
+
+def position_error(flight: Flight, wanted: np.ndarray) -> np.ndarray:
+    """(n, steps) distance in cm of the joint from where it was wanted after each step."""
+    difference = flight.states[:, 1:, [0, 2]] - np.asarray(wanted)[:, :, [0, 2]]
+    return np.hypot(difference[..., 0], difference[..., 1])
