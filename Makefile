@@ -40,6 +40,7 @@ demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~5.5
 	@echo "browse: $(PY) -m mothray.results demo --storage runs  |  $(PY) -m mothray.results --storage runs"
 	@echo "        tensorboard --logdir runs/demo/tune (pip install tensorboard)  |  catalog: runs/demo/catalog.zarr, runs/demo/catalog.csv"
 	@echo "motifs: runs/demo/motifs.csv (z-scores per network, level, null model and motif; store: runs/demo/motifs.zarr)"
+	@echo "flight: runs/demo/flight.csv and robustness.csv (per network, level, task and condition; stores: *.zarr)"
 	@echo "report: runs/demo/report/report.md (figures: runs/demo/report/*.png; numbers: summary.json)"
 
 test: $(DEV_STAMP) ## lint, the layers' import contracts, then the whole test suite (creates .venv on first use)
@@ -85,10 +86,10 @@ fetch: name-given $(STAMP) ## copy an experiment's catalog and records into runs
 	for item in catalog.zarr catalog.csv experiment.json scaler.json; do \
 		$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/$$item runs/$(NAME)/ || exit 1; \
 	done
-	for item in motifs.zarr motifs.csv; do \
-		$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/$$item runs/$(NAME)/ \
-			|| echo "no $$item to fetch (motifs: python -m mothray.motifs $(NAME) on the cluster)"; \
-	done
+	for item in motifs flight robustness; do for suffix in zarr csv; do \
+		$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/$$item.$$suffix runs/$(NAME)/ \
+			|| echo "no $$item.$$suffix to fetch (python -m mothray.$$item $(NAME) on the cluster)"; \
+	done; done
 	$(RAY) rsync-down $(CLUSTER) $(CLUSTER_STORAGE)/$(NAME)/report runs/$(NAME)/ \
 		|| echo "no report to fetch: make it with python -m mothray.report runs/$(NAME)"
 

@@ -402,15 +402,17 @@ class Catalog:
             }
         )
 
-    def weights(self, level: int) -> list[np.ndarray]:
-        """Per layer (K, n_in, n_out), the weights at one level; needs catalog.weights "all"."""
+    def weights(self, level: int, networks: slice = slice(None)) -> list[np.ndarray]:
+        """Per layer (K, n_in, n_out), the weights at one level; needs catalog.weights "all".
+        `networks`: only those (of one architecture), reading their chunks alone."""
         _require_weights(self._root, "weights")
-        return self._layer("weights", level)
+        return self._layer("weights", level, None, networks)
 
-    def biases(self, level: int) -> list[np.ndarray]:
-        """Per layer (K, n_out), the biases at one level; needs catalog.weights "all"."""
+    def biases(self, level: int, networks: slice = slice(None)) -> list[np.ndarray]:
+        """Per layer (K, n_out), the biases at one level; needs catalog.weights "all".
+        `networks` as for weights."""
         _require_weights(self._root, "biases")
-        return self._layer("biases", level)
+        return self._layer("biases", level, None, networks)
 
     def masks(
         self, level: int, layers: Sequence[int] | None = None, networks: slice = slice(None)
@@ -446,6 +448,20 @@ class Catalog:
                 [_read(group, f"optimal/{field}/{i}") for group in self._groups]
             ),
         )
+
+    def level_indices(self, sparsities: Sequence[float] | None) -> list[int]:
+        """The level indices of the sparsities asked for (all when None), as a command's
+        --levels; CatalogError names those that are not levels."""
+        sparsity = [round(float(s), 6) for s in self.sparsity]
+        if sparsities is None:
+            return list(range(len(sparsity)))
+        unknown = [s for s in sparsities if round(s, 6) not in sparsity]
+        if unknown:
+            raise CatalogError(
+                f"--levels {','.join(f'{s:g}' for s in unknown)}: not levels of the catalog;"
+                f" it has {','.join(f'{s:g}' for s in sparsity)}"
+            )
+        return sorted({sparsity.index(round(s, 6)) for s in sparsities})
 
     def select(self, architecture: str) -> Catalog:
         """The sub-catalog of one architecture (by name), with the same API."""

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from mothray.analysis.flight_settings import TASKS
 from mothray.moth import SamplingRanges
 from mothray.records import plain
 from mothray.train.config import ACTIVATIONS, PRECISIONS, TrainConfig
@@ -258,6 +259,46 @@ class MotifsConfig(Section):
     networks_per_task: Positive = Field(20, description="networks of one Ray task (one level)")
 
 
+Fraction = Annotated[Number, Field(gt=0, le=1)]
+
+
+class AnalysisConfig(Section):
+    """Closed-loop flight and robustness (`python -m mothray.flight`, `mothray.robustness`):
+    every network at every level as the moth's controller, on the nominal body, scaled
+    bodies and with sensor noise; after the catalog and the motifs, off unless `enabled`."""
+
+    enabled: Annotated[bool, Strict()] = False
+    tasks: Annotated[
+        tuple[Literal["track", "hover", "flower"], ...],
+        Field(min_length=1),
+        _rule(lambda tasks: len(set(tasks)) == len(tasks), "distinct tasks"),
+    ] = TASKS
+    flights: Positive = Field(100, description="flights per network, level, task and condition")
+    steps: Positive = Field(50, description="control steps of 20 ms per flight")
+    bound: PositiveNumber = Field(
+        10.0, description="cm: a flight succeeds if it never strays farther from the wanted path"
+    )
+    guidance: Fraction = Field(
+        0.3, description="fraction of the error from the target each step asks to remove"
+    )
+    perturbation: Fraction = Field(
+        0.1, description="hover and flower starts: fraction of each velocity's sampling range"
+    )
+    amplitude: PositiveNumber = Field(2.0, description="cm: the flower's sideways amplitude")
+    frequency: PositiveNumber = Field(1.0, description="Hz: the flower's")
+    scales: Annotated[tuple[PositiveNumber, ...], Field(min_length=1)] = Field(
+        (0.9, 1.1, 1.3), description="body scales of the robustness stage"
+    )
+    noise: Annotated[tuple[PositiveNumber, ...], Field(min_length=1)] = Field(
+        (0.001, 0.01, 0.05),
+        description="sensor noise: standard deviations as fractions of each input's range",
+    )
+    test_rows: Positive = Field(
+        100_000, description="rows of each test set evaluated open loop (robustness)"
+    )
+    networks_per_task: Positive = Field(20, description="networks of one Ray task (one level)")
+
+
 ExperimentName = Annotated[
     str,
     Strict(),
@@ -293,6 +334,7 @@ class ExperimentConfig(Section):
     resources: ResourcesConfig = ResourcesConfig()
     catalog: CatalogConfig = CatalogConfig()
     motifs: MotifsConfig = MotifsConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
     def _fits_together(self) -> ExperimentConfig:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import posixpath
-import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -30,12 +29,12 @@ from mothray import catalog
 from mothray.analysis import motif_store
 from mothray.analysis.motif_store import MotifStoreError, Region, Settings
 from mothray.analysis.motifs import MOTIFS, NULL_MODELS, Significance, compare, count, live
-from mothray.catalog import Catalog
+from mothray.analysis.regions import StoreError
 from mothray.config import ConfigError, MotifsConfig, override, parse
 from mothray.console import plain_output
 from mothray.data.integrity import DamageError
 from mothray.lease import LeaseHeld, lease
-from mothray.report import ReportError, find
+from mothray.report import ReportError, Target, find
 from mothray.results import RecordError, read_record
 from mothray.session import ray_session
 from mothray.storage import default_storage
@@ -82,15 +81,12 @@ def run(
     by sparsity) and its table; returns the store's path. A store of other settings with
     finished regions is refused (MotifStoreError), one without is replaced."""
     cat = catalog.open(catalog_path)
-    chosen = level_indices(cat, levels)
+    chosen = cat.level_indices(levels)
     settings = Settings(tuple(config.nulls), config.samples, config.swaps)
     store = motif_store.store_path(catalog_path)
     stored = motif_store.attributes(store)  # its blocks stay: they do not change the numbers
     wanted = motif_store.identity(cat, settings, stored.get("block", config.networks_per_task))
-    differs = motif_store.differences(stored, wanted)
-    if differs:
-        _replace_unfinished(store, differs)
-    motif_store.create(store, wanted, chosen)
+    motif_store.prepare(store, wanted, chosen)
     todo = motif_store.pending(store)
     if todo:
         with ray_session(address):
@@ -103,53 +99,37 @@ def run(
     return store
 
 
-def level_indices(cat: Catalog, levels: Sequence[float] | None) -> list[int]:
-    """The catalog's level indices of the sparsities asked for (all when None)."""
-    sparsity = [round(float(s), 6) for s in cat.sparsity]
-    if levels is None:
-        return list(range(len(sparsity)))
-    unknown = [s for s in levels if round(s, 6) not in sparsity]
-    if unknown:
-        raise MotifStoreError(
-            f"--levels {','.join(f'{s:g}' for s in unknown)}: not levels of the catalog;"
-            f" it has {','.join(f'{s:g}' for s in sparsity)}"
-        )
-    return sorted({sparsity.index(round(s, 6)) for s in levels})
-
-
-def _replace_unfinished(store: str, differs: list[str]) -> None:
-    """Remove a store of other settings that holds no finished region; refuse one that does."""
-    if motif_store.finished(store):
-        raise MotifStoreError(
-            f"{store} holds motifs of other settings ({'; '.join(differs)}); rerun with those"
-            " or delete it"
-        )
-    shutil.rmtree(store)
-
-
 def _fan_out(
     store: str, catalog_path: str, todo: list[Region], settings: Settings, progress: bool
 ) -> None:
     """Run the regions as Ray tasks, with a bar of null graphs per second and the ETA."""
     waiting = [motif_region.remote(store, catalog_path, r, settings) for r in todo]
     total = sum((r.stop - r.start) * len(settings.nulls) * settings.samples for r in todo)
+    follow(waiting, total, "motifs", ("null graphs", "graphs/s"), progress)
+
+
+def follow(
+    waiting: list[ray.ObjectRef], total: int, label: str, units: tuple[str, str], progress: bool
+) -> None:
+    """Wait for Ray tasks that each return how many `units` they did, with a bar of the
+    count, the rate and the ETA on stderr (units: the count's, the rate's)."""
     bar = Progress(
-        TextColumn("motifs"),
+        TextColumn(label),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} null graphs"),
+        TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {units[0]}"),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         disable=not progress,
     )
     with bar:
-        task = bar.add_task("motifs", total=total, rate="- graphs/s")
+        task = bar.add_task(label, total=total, rate=f"- {units[1]}")
         started = time.perf_counter()
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
             bar.advance(task, ray.get(ready[0]))
             rate = bar.tasks[0].completed / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, rate=f"{rate:,.0f} graphs/s")
+            bar.update(task, rate=f"{rate:,.0f} {units[1]}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,7 +164,8 @@ def settings_from(args: argparse.Namespace, base: MotifsConfig) -> MotifsConfig:
     return override(base, changes, "motifs")
 
 
-def _levels(text: str | None) -> list[float] | None:
+def levels_from(text: str | None) -> list[float] | None:
+    """A command's --levels: sparsities, or None for every level."""
     if text is None:
         return None
     try:
@@ -196,16 +177,33 @@ def _levels(text: str | None) -> list[float] | None:
 def main(argv: list[str] | None = None) -> int:
     """The command line: 0 written, 1 damaged stored data, 2 bad input or nothing to count."""
     args = _parser().parse_args(argv)
+    return stage_command(
+        args,
+        "motifs",
+        lambda record: settings_from(args, parse(MotifsConfig, record.get("motifs", {}))),
+        lambda target, config, levels: run(target.catalog, config, levels, address=args.address),
+    )
+
+
+def stage_command(
+    args: argparse.Namespace,
+    stage: str,
+    configure: Callable[[dict[str, Any]], Any],
+    start: Callable[[Target, Any, list[float] | None], str],
+) -> int:
+    """The body of an analysis stage's command (motifs, flight, robustness): find the
+    experiment, `configure` from its config (a dict) and the command line, and under its lease
+    `start` the stage; 0 written, 1 damaged stored data, 2 bad input or nothing to compute."""
     with plain_output():
         try:
             target = find(args.experiment, args.storage or default_storage())
             record = read_record(target.root) if target.root else None
-            base = parse(MotifsConfig, (record or {}).get("config", {}).get("motifs", {}))
-            config, levels = settings_from(args, base), _levels(args.levels)
+            config = configure((record or {}).get("config", {}))
+            levels = levels_from(args.levels)
             with lease(target.root) if target.root else nullcontext():
-                store = run(target.catalog, config, levels, address=args.address)
+                store = start(target, config, levels)
         except (
-            MotifStoreError,
+            StoreError,
             ConfigError,
             ReportError,
             RecordError,
@@ -220,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: rerun the same command to resume", file=sys.stderr)
             return 130
-    print(f"motifs: {store} and {motif_store.TABLE_NAME} beside it")
+    table = posixpath.basename(store).removesuffix(".zarr") + ".csv"
+    print(f"{stage}: {store} and {table} beside it")
     return 0
 
 

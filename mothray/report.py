@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import track
 
 from mothray import catalog
-from mothray.analysis import motif_store, report
+from mothray.analysis import flight_store, motif_store, report
 from mothray.analysis.report import ReportError
 from mothray.config import DATASETS_DIR
 from mothray.console import plain_output
@@ -28,6 +28,8 @@ from mothray.data.store import DatasetError
 from mothray.lease import LeaseHeld, lease
 from mothray.results import RECORD_NAME, RecordError, read_record
 from mothray.storage import REPORT_DIR, absolute, default_storage, experiment_dir, write_json
+
+KINDS = (flight_store.FLIGHT, flight_store.ROBUSTNESS)
 
 
 class Target(NamedTuple):
@@ -98,7 +100,17 @@ def make(target: Target, rows: int = report.SAMPLE_ROWS, progress: bool = True) 
     test_rows = sample(target.dataset, rows) if target.dataset else None
     track = _progress if progress else _silent
     motifs = motif_store.store_path(target.catalog)  # used if complete, else report.md says so
-    report.write(cat, target.out, target.title, test_rows, track, motifs=motifs)
+    flights, robustness = (flight_store.store_path(target.catalog, kind) for kind in KINDS)
+    report.write(
+        cat,
+        target.out,
+        target.title,
+        test_rows,
+        track,
+        motifs,
+        flights=flights,
+        robustness=robustness,
+    )
     return posixpath.join(target.out, report.MARKDOWN)
 
 

@@ -23,7 +23,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from mothray import catalog
-from mothray.analysis import motif_store
 from mothray.config import ConfigError, ExperimentConfig, parse
 from mothray.console import plain_output
 from mothray.data.integrity import DamageError
@@ -192,19 +191,22 @@ def print_experiment(root: str, console: Console) -> None:
             f"mothray.catalog.open(path); Tune's results: {escape(posixpath.join(root, 'tune'))}",
             soft_wrap=True,
         )
-        if "motifs" in record:
-            console.print(_motifs_line(root, record["motifs"]), soft_wrap=True)
+        for stage in ("motifs", "flight", "robustness"):
+            if stage in record:
+                console.print(_analysis_line(root, stage, record[stage]), soft_wrap=True)
         console.print(_report_line(root), soft_wrap=True)
 
 
-def _motifs_line(root: str, made: dict[str, str]) -> str:
-    """Where a complete experiment's motifs are, or how to finish them."""
+def _analysis_line(root: str, stage: str, made: dict[str, str]) -> str:
+    """Where a complete experiment's analysis (motifs, flight, robustness) is, or how to
+    finish it."""
     if "path" in made:
-        store = posixpath.join(root, motif_store.STORE_NAME)  # not the stored one: it may move
-        return f"motifs: {escape(store)} and {motif_store.TABLE_NAME} beside it"
+        store = posixpath.join(root, f"{stage}.zarr")  # not the stored one: it may move
+        return f"{stage}: {escape(store)} and {stage}.csv beside it"
+    them = "them" if stage == "motifs" else "it"
     return (
-        f"motifs failed ({escape(made['error'])}): finish them with"
-        f" `python -m mothray.motifs {escape(root)}`"
+        f"{stage} failed ({escape(made['error'])}): finish {them} with"
+        f" `python -m mothray.{stage} {escape(root)}`"
     )
 
 

@@ -72,3 +72,14 @@ def single_xla_thread(threads: int = 1) -> None:
         for thread in os.listdir("/proc/self/task"):
             with suppress(ProcessLookupError):  # a thread may exit meanwhile
                 os.sched_setaffinity(int(thread), allowed)
+
+
+@functools.cache
+def compilation_cache(path: str | None = None) -> None:
+    """Keep this process's JAX compilations on disk (default ~/.cache/mothray/jax), so that
+    every worker of a node after the first loads the integrator and the networks' forward
+    pass instead of compiling them again (about 45 s of CPU per worker)."""
+    import jax
+
+    where = path or os.path.join(os.path.expanduser("~"), ".cache", "mothray", "jax")
+    jax.config.update("jax_compilation_cache_dir", where)

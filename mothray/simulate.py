@@ -67,7 +67,7 @@ from mothray.data.store import (
 )
 from mothray.lease import LeaseHeld, lease
 from mothray.records import config_differences
-from mothray.session import ray_session, single_xla_thread
+from mothray.session import compilation_cache, ray_session, single_xla_thread
 from mothray.storage import writable_problem
 
 MAX_RETRIES = 3  # Ray retries of a chunk whose worker died
@@ -111,6 +111,7 @@ def simulate_chunk(out: str, config: SimulationConfig, chunk: Chunk) -> int:
     Rerunning it rewrites the same bytes, so a retry after a worker died is harmless.
     """
     single_xla_thread()
+    compilation_cache()
     group = open_zarr(out, "r+")[chunk.split]
     rows = compute_chunk(config, chunk)
     for name, values in rows.items():

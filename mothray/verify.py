@@ -14,13 +14,14 @@ import argparse
 import posixpath
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import fsspec
 from rich.console import Console
 
 from mothray import catalog
-from mothray.analysis import motif_store
+from mothray.analysis import flight_store, motif_store
 from mothray.data.integrity import READ_ERRORS, DamageError
 from mothray.data.store import (
     REPAIR,
@@ -44,7 +45,7 @@ class NothingToVerify(Exception):
 class Report:
     """What verifying one store found, what repairs it, and how long it took."""
 
-    kind: str  # "dataset", "catalog" or "motifs"
+    kind: str  # "dataset", "catalog", "motifs", "flight" or "robustness"
     path: str
     problems: list[str] = field(default_factory=list)
     repair: str | None = None
@@ -136,19 +137,31 @@ def verify_experiment(root: str) -> list[Report]:
     motifs = motif_store.store_path(store)
     if _exists(motifs):
         reports.append(verify_motifs(motifs, root))
+    for kind in (flight_store.FLIGHT, flight_store.ROBUSTNESS):
+        path = flight_store.store_path(store, kind)
+        if _exists(path):
+            reports.append(verify_regions(kind, path, root, flight_store.survey))
     return reports
 
 
 def verify_motifs(path: str, root: str) -> Report:
     """An experiment's motif store: every finished region's chunks present and intact."""
+    return verify_regions("motifs", path, root, motif_store.survey)
+
+
+def verify_regions(
+    kind: str, path: str, root: str, survey: Callable[[str], tuple[list, list]]
+) -> Report:
+    """An experiment's store of regions (motifs, flight, robustness): every finished region's
+    chunks present and intact."""
     started = time.perf_counter()
-    report = Report("motifs", path, repair=f"python -m mothray.motifs {root}")
+    report = Report(kind, path, repair=f"python -m mothray.{kind} {root}")
     try:
-        _, damaged = motif_store.survey(path)
+        _, damaged = survey(path)
     except (*READ_ERRORS, KeyError) as err:  # metadata unreadable
         damaged = []
         report.problems.append(f"{path}: metadata unreadable ({type(err).__name__}: {err})")
-        report.repair = f"rm -r {path} && python -m mothray.motifs {root}"
+        report.repair = f"rm -r {path} && python -m mothray.{kind} {root}"
     report.problems += [
         f"{path}/{r.architecture} level {r.level}, networks {r.start}-{r.stop - 1}: damaged"
         for r in damaged

@@ -35,6 +35,15 @@ CONFIG = override(
 )
 
 
+def copy_experiment(storage, root: Path) -> Path:
+    """A copy at `root` of the reference experiment in `storage` (its dataset stays where it
+    is; Tune's files are left out), to change freely."""
+    import shutil
+
+    shutil.copytree(Path(storage) / CONFIG.name, root, ignore=shutil.ignore_patterns("tune*"))
+    return root
+
+
 def write_config(path: Path, config) -> Path:
     import yaml
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from helpers import CONFIG, killing_first
+from helpers import CONFIG, copy_experiment, killing_first
 
 from mothray import catalog
 from mothray.analysis import motif_store
@@ -32,18 +32,13 @@ ARRAYS = ("real", *motif_store.STATS, "done")
 @pytest.fixture
 def copied(reference_run, tmp_path):
     """A copy of the reference experiment (its dataset stays where it is), to change freely."""
-    storage, _ = reference_run
-    root = tmp_path / "storage" / CONFIG.name
-    shutil.copytree(Path(storage) / CONFIG.name, root, ignore=shutil.ignore_patterns("tune*"))
-    return root
+    return copy_experiment(reference_run[0], tmp_path / "storage" / CONFIG.name)
 
 
 @pytest.fixture(scope="module")
 def computed(reference_run, tmp_path_factory):
     """The reference experiment's motif store, made once (blocks of 3 networks)."""
-    storage, _ = reference_run
-    root = tmp_path_factory.mktemp("motifs") / CONFIG.name
-    shutil.copytree(Path(storage) / CONFIG.name, root, ignore=shutil.ignore_patterns("tune*"))
+    root = copy_experiment(reference_run[0], tmp_path_factory.mktemp("motifs") / CONFIG.name)
     return root, run(str(root / catalog.STORE_NAME), SETTINGS, progress=False)
 
 

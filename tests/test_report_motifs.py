@@ -17,7 +17,7 @@ import pytest
 import zarr
 
 from mothray import catalog
-from mothray.analysis import motif_store, motifs, report
+from mothray.analysis import motif_store, motifs, regions, report
 from mothray.report import Target, make
 
 NULLS = ("er", "degree")
@@ -32,7 +32,7 @@ def compute_store(catalog_path: str, levels: list[int] | None = None) -> str:
     path = motif_store.store_path(catalog_path)
     levels = list(range(len(cat.sparsity))) if levels is None else levels
     root = motif_store.create(path, motif_store.identity(cat, settings, BLOCK), levels)
-    for region in motif_store.regions(dict(root.attrs)):
+    for region in regions.regions(dict(root.attrs)):
         part = cat.select(region.architecture)
         networks = slice(region.start, region.stop)
         masks = part.masks(region.level, networks=networks)

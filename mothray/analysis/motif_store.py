@@ -13,26 +13,27 @@ root's `complete` is set only once every region of its `levels` is done.
 
 from __future__ import annotations
 
-import posixpath
 import warnings
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import zarr
 
+from mothray.analysis import regions
 from mothray.analysis.motifs import MOTIFS, NULL_MODELS, Significance
+from mothray.analysis.regions import Field, Region, attributes, mark_complete
 from mothray.catalog import Catalog
-from mothray.data import integrity
 
 STORE_NAME, TABLE_NAME = "motifs.zarr", "motifs.csv"
 FORMAT = 2  # 2: null samples drawn two indices per 64 random bits (1: one)
 STATS = ("mean", "std", "z", "p", "defined")
 REPAIR = "python -m mothray.motifs NAME recomputes what is missing or damaged"
 
+__all__ = ["Region", "attributes", "mark_complete"]
 
-class MotifStoreError(Exception):
+
+class MotifStoreError(regions.StoreError):
     """A motif store that is not one, or holds other settings than asked for."""
 
 
@@ -44,18 +45,9 @@ class Settings(NamedTuple):
     swaps: int
 
 
-class Region(NamedTuple):
-    """One task's work: one level of networks [start, stop) of one architecture."""
-
-    architecture: str
-    level: int
-    start: int
-    stop: int
-
-
 def store_path(catalog_path: str) -> str:
     """Where a catalog's motif store is: beside it."""
-    return posixpath.join(posixpath.dirname(catalog_path.rstrip("/")), STORE_NAME)
+    return regions.beside(catalog_path, STORE_NAME)
 
 
 def identity(cat: Catalog, settings: Settings, block: int) -> dict[str, Any]:
@@ -75,132 +67,50 @@ def identity(cat: Catalog, settings: Settings, block: int) -> dict[str, Any]:
     }
 
 
-def attributes(path: str) -> dict[str, Any]:
-    """The root attributes of the store at `path`; {} when there is none."""
-    try:
-        return dict(zarr.open_group(path, mode="r").attrs)
-    except FileNotFoundError:
-        return {}
+def layout(nulls: int) -> dict[str, Field]:
+    """The arrays of a store of `nulls` null models."""
+    motifs = (len(MOTIFS),)
+    stats = {
+        stat: Field(
+            (nulls,), motifs, *(("bool", False) if stat == "defined" else ("float64", np.nan))
+        )
+        for stat in STATS
+    }
+    return {"real": Field((), motifs, "int64", -1), **stats}
 
 
-def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """How a store's attributes differ from `wanted` (its levels aside); [] for no store."""
-    if not stored:
-        return []
-    return [
-        f"{key} {stored.get(key)!r}, not {value!r}"
-        for key, value in wanted.items()
-        if stored.get(key) != value
-    ]
+def _layout_of(path: str) -> dict[str, Field]:
+    return layout(len(attributes(path)["nulls"]))
 
 
-def create(path: str, wanted: dict[str, Any], levels: Sequence[int]) -> zarr.Group:
+def create(path: str, wanted: dict[str, Any], levels: list[int]) -> zarr.Group:
     """Create the store, or reopen one of the same identity, and add `levels` to those it is to
     hold (which unmarks it complete until they are done)."""
-    root = zarr.open_group(path, mode="a")
-    before = list(root.attrs.get("levels", []))
-    wanted_levels = sorted(set(before) | set(levels))
-    nulls, count = len(wanted["nulls"]), len(wanted["sparsity"])
-    for name, networks in zip(wanted["architectures"], wanted["networks"], strict=True):
-        group = root.require_group(name)
-        shape, inner = (count, networks), (1, wanted["block"])
-        _require(group, "real", (*shape, len(MOTIFS)), "int64", -1, (*inner, len(MOTIFS)))
-        for stat in STATS:
-            dtype, fill = ("bool", False) if stat == "defined" else ("float64", np.nan)
-            chunks = (nulls, *inner, len(MOTIFS))
-            _require(group, stat, (nulls, *shape, len(MOTIFS)), dtype, fill, chunks)
-        _require(group, "done", shape, "bool", False, inner)
-    complete = root.attrs.get("complete", False) and wanted_levels == before
-    root.attrs.update({**wanted, "levels": wanted_levels, "complete": complete})
-    return root
+    return regions.create(path, wanted, levels, layout(len(wanted["nulls"])))
 
 
-def _require(
-    group: zarr.Group, name: str, shape: tuple, dtype: str, fill: Any, chunks: tuple
-) -> None:
-    group.require_array(
-        name,
-        shape=shape,
-        dtype=dtype,
-        fill_value=fill,
-        chunks=chunks,
-        compressors=integrity.codecs(zarr.codecs.ZstdCodec()),
-    )
-
-
-def regions(attrs: dict[str, Any]) -> list[Region]:
-    """Every region of a store's levels, level by level."""
-    block = attrs["block"]
-    return [
-        Region(name, level, start, min(start + block, networks))
-        for level in attrs["levels"]
-        for name, networks in zip(attrs["architectures"], attrs["networks"], strict=True)
-        for start in range(0, networks, block)
-    ]
+def prepare(path: str, wanted: dict[str, Any], levels: list[int]) -> None:
+    """`create`, replacing a store of other settings without finished regions; StoreError for
+    one with."""
+    regions.prepare(path, wanted, levels, layout(len(wanted["nulls"])), "motifs")
 
 
 def pending(path: str) -> list[Region]:
     """The regions not done yet, and done ones whose chunks are missing or corrupt (which are
     unmarked, to be computed again)."""
-    todo, damaged = survey(path)
-    root = zarr.open_group(path, mode="r+")
-    for region in damaged:
-        root[region.architecture]["done"][region.level, region.start : region.stop] = False
-    return [region for region in regions(dict(root.attrs)) if region in {*todo, *damaged}]
+    return regions.pending(path, _layout_of(path))
 
 
 def survey(path: str) -> tuple[list[Region], list[Region]]:
     """The regions not done, and the done ones with a chunk missing or corrupt; reads only."""
-    root = zarr.open_group(path, mode="r")
-    todo, damaged = [], []
-    for region in regions(dict(root.attrs)):
-        group = root[region.architecture]
-        where = (region.level, slice(region.start, region.stop))
-        try:
-            done = integrity.read(group["done"], where, required=False).all()
-        except integrity.DamageError:  # a damaged done mark: the region is to be done again
-            done = False
-        if not done:
-            todo.append(region)
-        elif _damaged(group, region):
-            damaged.append(region)
-    return todo, damaged
+    return regions.survey(path, _layout_of(path))
 
 
-def _damaged(group: zarr.Group, region: Region) -> bool:
-    """Whether a done region has a chunk missing or failing its checksum."""
-    networks = slice(region.start, region.stop)
-    try:
-        integrity.read(group["real"], (region.level, networks))
-        for stat in STATS:
-            integrity.read(group[stat], (slice(None), region.level, networks))
-    except integrity.DamageError:
-        return True
-    return False
-
-
-def write(path: str, region: Region, real: np.ndarray, compared: Sequence[Significance]) -> None:
+def write(path: str, region: Region, real: np.ndarray, compared: list[Significance]) -> None:
     """Write one region: `real` (networks, M) and per null model a Significance of
     (networks, M) arrays; `done` last."""
-    group = zarr.open_group(path, mode="r+")[region.architecture]
-    networks = slice(region.start, region.stop)
-    group["real"][region.level, networks] = real
-    for stat in STATS:
-        stacked = np.stack([getattr(result, stat) for result in compared])
-        group[stat][:, region.level, networks] = stacked
-    group["done"][region.level, networks] = True
-
-
-def finished(path: str) -> bool:
-    """Whether the store at `path` holds any finished region."""
-    root = zarr.open_group(path, mode="r")
-    names = [name for name in root.attrs.get("architectures", []) if name in root]
-    return any(integrity.salvage(root[name]["done"])[0].any() for name in names)
-
-
-def mark_complete(path: str) -> None:
-    """Say the store holds every region of its levels (the caller has checked `pending`)."""
-    zarr.open_group(path, mode="r+").attrs["complete"] = True
+    values = {stat: np.stack([getattr(result, stat) for result in compared]) for stat in STATS}
+    regions.write(path, region, {"real": real, **values}, layout(len(compared)))
 
 
 class Landscape(NamedTuple):
@@ -223,18 +133,12 @@ def read(path: str, architecture: str) -> Landscape:
     attrs = dict(root.attrs)
     if attrs.get("format") != FORMAT or not attrs.get("complete"):
         raise MotifStoreError(f"{path}: not a complete motif store; {REPAIR}")
-    group = root[architecture]
     levels = list(attrs["levels"])
-    real = np.full(group["real"].shape, -1, np.int64)
-    stats = {
-        stat: np.full(group[stat].shape, False if stat == "defined" else np.nan, group[stat].dtype)
-        for stat in STATS
+    numbers = {
+        name: regions.read_levels(root[architecture], name, field, levels, REPAIR)
+        for name, field in layout(len(attrs["nulls"])).items()
     }
-    for level in levels:  # the computed levels' chunks must all be there
-        real[level] = integrity.read(group["real"], (level,), REPAIR)
-        for stat, values in stats.items():
-            values[:, level] = integrity.read(group[stat], (slice(None), level), REPAIR)
-    return Landscape(levels, list(attrs["nulls"]), real, **stats)
+    return Landscape(levels, list(attrs["nulls"]), **numbers)
 
 
 def quartiles(z: np.ndarray, defined: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mothray import __version__
-from mothray.analysis import figures, motif_store, study
+from mothray.analysis import figures, flight_report, motif_store, regions, study
+from mothray.analysis.flight_report import Stores
 from mothray.analysis.motif_store import Landscape, MotifStoreError
 from mothray.analysis.motifs import MOTIFS
 from mothray.analysis.prediction import prediction_quality
@@ -51,10 +52,11 @@ class Item(NamedTuple):
 
 
 class Section(NamedTuple):
-    """One architecture's figures, and notes on what could not be drawn."""
+    """One architecture's figures, notes on what could not be drawn, and its animations."""
 
     items: list[Item]
     notes: list[str]
+    animations: tuple[flight_report.Animation, ...] = ()
 
 
 SWEEP = ""  # the section of the figures of all architectures together
@@ -79,14 +81,7 @@ def read_motifs(cat: Catalog, path: str) -> Motifs:
     if not attrs:
         note = f"Network motifs were not computed (no motif store `{path}`)"
         return Motifs(path, None, {}, f"{note}: no motif figures or tables.")
-    wanted = {key: cat.attrs[key] for key in ("sparsity", "seed")}
-    other = motif_store.differences(attrs, {"catalog": cat.attrs["name"], **wanted})
-    stored = dict(zip(attrs.get("architectures", []), attrs.get("networks", []), strict=False))
-    for name in cat.architectures:
-        networks = len(cat.select(name))
-        if stored.get(name) != networks:
-            held = "none" if name not in stored else f"{stored[name]} networks"
-            other.append(f"architecture {name}: {held}, not {networks}")
+    other = regions.foreign(cat, attrs)
     if other:
         note = f"The motif store `{path}` is of another catalog ({'; '.join(other)})"
         return Motifs(path, None, {}, f"{note}: no motif figures or tables.")
@@ -99,10 +94,14 @@ def read_motifs(cat: Catalog, path: str) -> Motifs:
 
 
 def sections(
-    cat: Catalog, sample: Sample | None, motifs: Motifs | None = None
+    cat: Catalog,
+    sample: Sample | None,
+    motifs: Motifs | None = None,
+    flights: Stores | None = None,
+    robustness: Stores | None = None,
 ) -> dict[str, Section]:
-    """The report's figures by architecture name (SWEEP: the sweep's own figure); with motif
-    numbers, each architecture's motif landscape last."""
+    """The report's figures by architecture name (SWEEP: the sweep's own figure); with motif,
+    flight and robustness numbers, each architecture's figures of them last."""
     found = {}
     for name in cat.architectures:
         part = cat.select(name)
@@ -142,7 +141,14 @@ def sections(
         predictions, notes = _prediction_items(part, name, network, sample)
         if motifs is not None and motifs.landscapes is not None:
             predictions.append(_motif_item(part, name, motifs))
-        found[name] = Section(figures_of + predictions, notes)
+        animations = []
+        if flights is not None and flights.numbers is not None:
+            predictions += flight_report.flight_items(part, name, flights.numbers[name], Item)
+            animations.append(flight_report.animation(part, name, flights.numbers[name]))
+        if robustness is not None and robustness.numbers is not None:
+            numbers = robustness.numbers[name]
+            predictions += flight_report.robustness_items(part, name, numbers, Item)
+        found[name] = Section(figures_of + predictions, notes, tuple(animations))
     if len(cat.architectures) > 1:
         sweep = Item(
             "architectures",
@@ -219,25 +225,35 @@ def write(
     sample: Sample | None = None,
     track: Callable[[Iterable[Item], int], Iterable[Item]] = lambda found, total: found,
     motifs: str | None = None,
+    flights: str | None = None,
+    robustness: str | None = None,
 ) -> dict[str, Any]:
     """Write the report of `cat` into the directory `out` (replacing a report there, never
     another directory); returns the summary. `track` wraps the figures as they are drawn.
-    `motifs`: the path of the catalog's motif store; drawn and summarized when it is complete
-    and of this catalog, otherwise report.md says why not (None: motifs are not mentioned)."""
+    `motifs`, `flights`, `robustness`: the paths of the catalog's motif, flight and
+    robustness stores; each drawn and summarized when it is complete and of this catalog,
+    otherwise report.md says why not (None: not mentioned)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / SUMMARY).is_file():
         raise ReportError(f"{out}: not empty and not a report; give another directory")
     numbers = None if motifs is None else read_motifs(cat, motifs)
+    stores = {
+        kind: None if path is None else flight_report.read_store(cat, path, kind)
+        for kind, path in (("flight", flights), ("robustness", robustness))
+    }
     staged = out.with_name(f"{out.name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    found = sections(cat, sample, numbers)
+    found = sections(cat, sample, numbers, stores["flight"], stores["robustness"])
     drawn = [item for section in found.values() for item in section.items]
+    animated = [animation for section in found.values() for animation in section.animations]
     with mpl.rc_context({"svg.hashsalt": "mothray"}):  # SVG ids from a fixed salt, and
         for item in track(drawn, len(drawn)):  # no date: the same report, the same bytes
             fig = item.draw()
             for suffix in FORMATS:
                 fig.savefig(staged / f"{item.name}.{suffix}", dpi=150, metadata=METADATA[suffix])
+    for animation in track(animated, len(animated)):
+        animation.write(staged / f"{animation.name}.gif")
     summary = {
         "title": title,
         "catalog": cat.path,
@@ -249,8 +265,11 @@ def write(
     if numbers is not None and numbers.landscapes is not None:
         for name, landscape in numbers.landscapes.items():
             summary["architectures"][name]["motifs"] = motif_summary(cat, landscape)
+    for kind, store in stores.items():
+        for name, held in ({} if store is None else store.numbers or {}).items():
+            summary["architectures"][name][kind] = flight_report.summary(held, cat)
     (staged / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False))
-    (staged / MARKDOWN).write_text(markdown(cat, summary, found, numbers))
+    (staged / MARKDOWN).write_text(markdown(cat, summary, found, numbers, stores))
     _swap_in(staged, out)
     return summary
 
@@ -291,8 +310,11 @@ def markdown(
     summary: dict[str, Any],
     found: dict[str, Section],
     motifs: Motifs | None = None,
+    stores: dict[str, Stores | None] | None = None,
 ) -> str:
-    """report.md: per architecture its figures (PNG) with their captions, and its tables."""
+    """report.md: per architecture its figures (PNG) and animations (GIF) with their
+    captions, and its tables."""
+    stores = {kind: store for kind, store in (stores or {}).items() if store is not None}
     lines = [
         f"# {summary['title']}",
         "",
@@ -302,15 +324,21 @@ def markdown(
     ]
     if motifs is not None and motifs.note is not None:
         lines += ["", motifs.note]
+    lines += ["", *[store.note for store in stores.values() if store.note is not None]]
     for name in cat.architectures:
         numbers = summary["architectures"][name]
         lines += ["", f"## {name}", "", _headline(numbers), ""]
         for item in found[name].items:
             lines += [f"![{item.name}]({item.name}.png)", "", item.caption, ""]
+        for animation in found[name].animations:
+            lines += [f"![{animation.name}]({animation.name}.gif)", "", animation.caption, ""]
         lines += [f"- {note}" for note in found[name].notes]
         lines += ["", *_tables(cat.select(name), numbers)]
         if motifs is not None and motifs.landscapes is not None:
             lines += ["", *_motif_table(cat.select(name), motifs.landscapes[name])]
+        held = stores.get("robustness")
+        if held is not None and held.numbers is not None:
+            lines += ["", *flight_report.robustness_tables(cat.select(name), held.numbers[name])]
     for item in found.get(SWEEP, Section([], [])).items:
         lines += ["", "## Architectures side by side", "", f"![{item.name}]({item.name}.png)"]
         lines += ["", item.caption]

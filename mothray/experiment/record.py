@@ -50,8 +50,8 @@ def open_record(root: str, config: ExperimentConfig, resume: bool) -> dict[str, 
 
 
 def _trained(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config that its trained work depends on: all but the motif analysis."""
-    return {key: value for key, value in config.items() if key != "motifs"}
+    """The part of a config that its trained work depends on: all but the analyses."""
+    return {key: value for key, value in config.items() if key not in ("motifs", "analysis")}
 
 
 def _holds_work(root: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import fsspec
 from ray import tune
 
-from mothray import catalog, motifs, report
+from mothray import catalog, flight, motifs, report, robustness
 from mothray.config import DATASETS_DIR, ExperimentConfig, to_dict
 from mothray.console import plain
 from mothray.data import Splits, load
@@ -158,10 +158,10 @@ def _stages(
     record.update(state="complete", finished=now())
     write_json(posixpath.join(root, RECORD_NAME), record)
 
-    if config.motifs.enabled:
+    for stage in _analyses(config):
         started = time.perf_counter()
-        record["motifs"] = _motifs(config, root, None, progress)
-        timings["motifs_s"] = round(time.perf_counter() - started, 1)
+        record[stage] = _analysis(stage, config, root, record, None, progress)
+        timings[f"{stage}_s"] = round(time.perf_counter() - started, 1)
         write_json(posixpath.join(root, RECORD_NAME), record)
 
     started = time.perf_counter()
@@ -172,29 +172,55 @@ def _stages(
 def _finish_analyses(
     config: ExperimentConfig, root: str, record: dict[str, Any], address: str | None, progress: bool
 ) -> None:
-    """On a complete experiment: the motifs if enabled and not made, then the report if it is
-    missing or the motifs were just made."""
+    """On a complete experiment: the enabled analyses not made yet, then the report if it is
+    missing or an analysis was just made."""
     remake = not Path(report_page(root)).exists()
-    if config.motifs.enabled and "path" not in record.get("motifs", {}):
-        record["motifs"] = _motifs(config, root, address, progress)
-        write_json(posixpath.join(root, RECORD_NAME), record)
+    pending = [stage for stage in _analyses(config) if "path" not in record.get(stage, {})]
+    if pending:
+        with ray_session(address):  # one Ray for them all
+            for stage in pending:
+                record[stage] = _analysis(stage, config, root, record, address, progress)
+                write_json(posixpath.join(root, RECORD_NAME), record)
         remake = True
     if remake:
         record["report"] = _report(root, record, progress)
         write_json(posixpath.join(root, RECORD_NAME), record)
 
 
-def _motifs(
-    config: ExperimentConfig, root: str, address: str | None, progress: bool
+def _analyses(config: ExperimentConfig) -> list[str]:
+    """The analysis stages the config enables, in the order they run."""
+    stages = ["motifs"] if config.motifs.enabled else []
+    return stages + (["flight", "robustness"] if config.analysis.enabled else [])
+
+
+def _analysis(
+    stage: str,
+    config: ExperimentConfig,
+    root: str,
+    record: dict[str, Any],
+    address: str | None,
+    progress: bool,
 ) -> dict[str, str]:
-    """The motif stage: a failure is printed and recorded, and leaves the experiment complete
-    (`python -m mothray.motifs` resumes it)."""
+    """One analysis stage after the catalog: a failure is printed and recorded, and leaves the
+    experiment complete (`python -m mothray.<stage>` resumes it)."""
+    catalog_path = posixpath.join(root, catalog.STORE_NAME)
+    analysis, block = config.analysis, config.analysis.networks_per_task
     try:
-        catalog_path = posixpath.join(root, catalog.STORE_NAME)
-        return {"path": motifs.run(catalog_path, config.motifs, address=address, progress=progress)}
-    except Exception as err:  # noqa: BLE001 - the motifs never fail the experiment
+        if stage == "motifs":
+            path = motifs.run(catalog_path, config.motifs, address=address, progress=progress)
+        elif stage == "flight":
+            settings = flight.flight_settings(analysis)
+            path = flight.run(
+                catalog_path, settings, block=block, address=address, progress=progress
+            )
+        else:
+            path = robustness.evaluate(root, record, analysis, None, address, progress)
+        return {"path": path}
+    except Exception as err:  # noqa: BLE001 - the analyses never fail the experiment
         message = f"{type(err).__name__}: {' '.join(str(err).split())}"
-        print(f"motifs failed: {message}; resume: python -m mothray.motifs {root}", file=sys.stderr)
+        print(
+            f"{stage} failed: {message}; resume: python -m mothray.{stage} {root}", file=sys.stderr
+        )
         return {"error": message}
 
 

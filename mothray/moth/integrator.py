@@ -162,14 +162,17 @@ def integrate(
     body_scale=1.0,
     t_eval=None,
     params: MothParameters = MothParameters(),  # noqa: B008 - frozen, hashable: a static arg
+    smallest: int = 256,
 ):
     """Integrate N moth trajectories with constant controls; vectorised, float64.
 
     initial_state (N, 8) in the spec's state order, controls (N, 3) as (F, α, τ), body_scale
-    a float or an (N,) array, `params` the body and environment (default: the S1 moth).
-    Returns (states, ok): states (N, 8) at `duration`, or
-    (N, len(t_eval), 8) at each time of t_eval (non-decreasing, within [0, duration]); ok
-    (N,) is False where the integration failed or missed its tolerance (those rows are NaN).
+    a float or an (N,) array, `params` the body and environment (default: the S1 moth),
+    `smallest` the fewest rows a call pads to (a power of two; each padded size compiles
+    once, and every padded row costs as much as a real one). Returns (states, ok): states
+    (N, 8) at `duration`, or (N, len(t_eval), 8) at each time of t_eval (non-decreasing,
+    within [0, duration]); ok (N,) is False where the integration failed or missed its
+    tolerance (those rows are NaN).
     """
     initial_state = np.asarray(initial_state, dtype=np.float64)
     controls = np.asarray(controls, dtype=np.float64)
@@ -187,8 +190,8 @@ def integrate(
         raise ValueError(f"t_eval must be non-decreasing within [0, {duration}]; got {t_eval}")
     if n == 0:
         return np.empty((0, 8) if t_eval is None else (0, len(times), 8)), np.empty(0, bool)
-    # Pad to a power of two (at least 256) so that few array shapes are ever compiled.
-    capacity = max(256, 1 << max(n - 1, 0).bit_length())
+    # Pad to a power of two (at least `smallest`) so that few array shapes are ever compiled.
+    capacity = max(smallest, 1 << max(n - 1, 0).bit_length())
     padded = [_pad(a, capacity).T for a in (initial_state, controls, body_scale)]
     with jax.enable_x64(True):
         states, ok = _integrate_lanes(
