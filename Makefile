@@ -35,7 +35,7 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[aws,dev]'
 	touch $@
 
-demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~5.5 min), and its report
+demo: $(STAMP) ## the whole pipeline, small, on an embedded local Ray (CPU, ~11 min), and its report
 	$(PY) -m mothray.experiment --config demo --storage runs
 	@echo "browse: $(PY) -m mothray.results demo --storage runs  |  $(PY) -m mothray.results --storage runs"
 	@echo "        tensorboard --logdir runs/demo/tune (pip install tensorboard)  |  catalog: runs/demo/catalog.zarr, runs/demo/catalog.csv"

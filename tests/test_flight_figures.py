@@ -109,65 +109,48 @@ def test_outline_ellipses_run_along_their_body_axes_and_meet_at_the_joint():
 
 
 def landscape_data():
-    """Six levels, the third not computed (NaN); the flower's last level mostly abandoned."""
+    """Six levels, the third not computed (NaN); time within the bound of 1,000 ms flights."""
     rng = np.random.default_rng(3)
     sparsity = np.array([0.0, 0.2, 0.36, 0.49, 0.59, 0.67])
     success = rng.uniform(0.5, 1.0, (3, 6, 5))
-    error = rng.uniform(0.2, 3.0, (3, 6, 5))
-    success[:, 2] = error[:, 2] = np.nan
-    error[2, 5, :3] = np.inf  # most networks' flights abandoned: median infinite
-    error[1, 4, 0] = np.inf  # one network's: the median stays finite
-    return sparsity, success, error
+    lasted = rng.uniform(100.0, 1000.0, (3, 6, 5))
+    success[:, 2] = lasted[:, 2] = np.nan
+    return sparsity, success, lasted
 
 
 def test_landscape_axes_lines_legend_and_threshold():
-    sparsity, success, error = landscape_data()
+    sparsity, success, lasted = landscape_data()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # NaN levels and infinities: skipped, no warning
-        fig = ff.flight_landscape(sparsity, TASKS, success, error, 4, "dense 32x3")
+        warnings.simplefilter("error")  # NaN levels: skipped, no warning
+        fig = ff.flight_landscape(sparsity, TASKS, success, lasted, 1000.0, 4, "dense 32x3")
         fig.savefig(__import__("io").BytesIO(), format="png")
-    rate, err = fig.axes
+    rate, time = fig.axes
     assert "%" in rate.get_ylabel()
-    assert "(cm" in err.get_ylabel()
-    assert "%" in err.get_xlabel() and "sparsity" in err.get_xlabel()
-    assert err.get_yscale() == "log"
+    assert "(ms)" in time.get_ylabel() and time.get_ylim()[1] >= 1000
+    assert "%" in time.get_xlabel() and "sparsity" in time.get_xlabel()
     labels = [text.get_text() for text in fig.legends[0].get_texts()]
     assert labels == [*TASKS, "modal optimal sparsity (59%)"]
 
-    for ax in (rate, err):
+    for ax in (rate, time):
         dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
         assert len(dashed) == 1
         np.testing.assert_allclose(dashed[0].get_xdata(), [59.0, 59.0])
 
     computed = 100 * sparsity[[0, 1, 3, 4, 5]]
-    medians = {line.get_label(): line for line in rate.get_lines() if line.get_label() in TASKS}
-    for t, task in enumerate(TASKS):
-        np.testing.assert_allclose(medians[task].get_xdata(), computed)  # level 2 skipped
-        expected = 100 * np.median(success[t][[0, 1, 3, 4, 5]], axis=1)
-        np.testing.assert_allclose(medians[task].get_ydata(), expected)
-
-    top = err.get_ylim()[1]
-    errors = {line.get_label(): line for line in err.get_lines() if line.get_label() in TASKS}
-    hover = errors["hover"].get_ydata()
-    assert np.isfinite(hover).all() and hover[3] == pytest.approx(np.median(error[1, 4]))
-    flower = errors["flower"].get_ydata()
-    assert flower[-1] == pytest.approx(top)  # infinite median: clipped at the axis' top
-    assert np.all(flower[:-1] < top)
-    above = [line for line in err.get_lines() if line.get_marker() == "^"]
-    assert sum(len(line.get_xdata()) for line in above) == 1
-    np.testing.assert_allclose(above[0].get_xdata(), [67.0])
-    assert "infinite" in err.get_title()
+    for ax, values, scale in ((rate, success, 100), (time, lasted, 1)):
+        medians = {line.get_label(): line for line in ax.get_lines() if line.get_label() in TASKS}
+        for t, task in enumerate(TASKS):
+            np.testing.assert_allclose(medians[task].get_xdata(), computed)  # level 2 skipped
+            expected = scale * np.median(values[t][[0, 1, 3, 4, 5]], axis=1)
+            np.testing.assert_allclose(medians[task].get_ydata(), expected)
 
 
-def test_landscape_without_threshold_or_infinities():
-    sparsity, success, error = landscape_data()
-    error[np.isinf(error)] = 1.0
-    fig = ff.flight_landscape(sparsity, TASKS[:2], success[:2], error[:2], None, "x")
-    rate, err = fig.axes
+def test_landscape_without_threshold():
+    sparsity, success, lasted = landscape_data()
+    fig = ff.flight_landscape(sparsity, TASKS[:2], success[:2], lasted[:2], 1000.0, None, "x")
+    rate, _ = fig.axes
     assert not [line for line in rate.get_lines() if line.get_linestyle() == "--"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(TASKS[:2])
-    assert "infinite" not in err.get_title()
-    assert not [line for line in err.get_lines() if line.get_marker() == "^"]
 
 
 # --- the paths

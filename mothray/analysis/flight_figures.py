@@ -33,75 +33,51 @@ STEP_MS = 20.0  # ms: one control step (`flight.STEP`, not imported: it would lo
 ARROW_CM_PER_DYN = 1e-4  # the force arrow: 1 cm per 10,000 dyn at body scale 1
 MAX_FRAMES = 60  # an animation's frames at most: longer flights are subsampled
 DPI = 80  # an animation's resolution: small GIFs
-INF_NOTE = (
-    "▲ at the top edge: the median network's final error is infinite (most flights"
-    " abandoned);\nlines and bands are clipped there"
-)
 
 
 def flight_landscape(
     sparsity: np.ndarray,
     tasks: Sequence[str],
     success: np.ndarray,
-    final_error: np.ndarray,
+    lasted: np.ndarray,
+    duration: float,
     threshold_level: int | None,
     title: str,
 ) -> Figure:
     """Flight quality against sparsity, one line per task: the share of flights that
-    succeeded (top) and the final position error (bottom, log), each the median over networks
-    with the interquartile range shaded. `success` (T, L, K) is each network's fraction of
-    successful flights, `final_error` (T, L, K) its final error in cm (+inf: most flights
-    abandoned); NaN marks a level not computed, skipped. `threshold_level`: the modal optimal
-    level, marked with a dashed line (None: not marked)."""
+    succeeded (top) and how long flights stayed within the bound (bottom), each the median
+    over networks with the interquartile range shaded. `success` (T, L, K) is each network's
+    fraction of successful flights, `lasted` (T, L, K) its flights' mean time within the bound
+    in ms, of `duration` ms; NaN marks a level not computed, skipped. `threshold_level`: the
+    modal optimal level, marked with a dashed line (None: not marked)."""
     sparsity = np.asarray(sparsity, np.float64)
-    success = np.asarray(success, np.float64)
-    final_error = np.asarray(final_error, np.float64)
     percent = 100 * sparsity
-    finite = final_error[np.isfinite(final_error)]
-    top = _error_top(finite)
-    clipped = False
     with mpl.rc_context(STYLE):
         fig = figure(8, 6.5)
-        rate, error = fig.subplots(2, 1, sharex=True)
+        rate, time = fig.subplots(2, 1, sharex=True)
         for t, task in enumerate(tasks):
             color = PALETTE[t % len(PALETTE)]
-            levels, quartiles = _quartiles(100 * success[t])
-            _draw_band(rate, percent[levels], quartiles, color, task)
-            sentinel = top * 1e6  # above the axis: a quartile touching +inf lands past `top`
-            levels, quartiles = _quartiles(
-                np.where(np.isposinf(final_error[t]), sentinel, final_error[t])
-            )
-            _draw_band(error, percent[levels], np.minimum(quartiles, top), color, task)
-            over = quartiles[1] >= top
-            if over.any():
-                clipped = True
-                error.plot(percent[levels][over], np.full(over.sum(), top), ls="none",
-                           marker="^", ms=7, color=color, clip_on=False)  # fmt: skip
+            for ax, values in ((rate, 100 * np.asarray(success[t], np.float64)),
+                               (time, np.asarray(lasted[t], np.float64))):  # fmt: skip
+                levels, quartiles = _quartiles(values)
+                _draw_band(ax, percent[levels], quartiles, color, task)
         if threshold_level is not None:
             at = percent[threshold_level]
-            for ax in (rate, error):
+            for ax in (rate, time):
                 ax.axvline(at, color=GREY, ls="--", lw=1.2,
                            label=f"modal optimal sparsity ({at:.0f}%)")  # fmt: skip
         rate.set_ylabel("successful flights (% of flights)")
         rate.set_ylim(-3, 103)
-        rate.set_title("flights that stayed within the bound of the wanted path")
-        error.set_yscale("log")
-        bottom = finite[finite > 0].min() / 2 if (finite > 0).any() else top / 100
-        error.set_ylim(min(bottom, top / 10), top)
-        error.set_ylabel("final position error (cm, log)")
-        error.set_xlabel("sparsity (% of each layer's weights removed)")
-        error.set_title(
-            "final distance from the wanted position" + (f"\n{INF_NOTE}" if clipped else ""),
-            fontsize=9 if clipped else None,
+        rate.set_title("flights that stayed within the bound of their targets all along")
+        time.set_ylabel("time within the bound (ms)")
+        time.set_ylim(-0.03 * duration, 1.03 * duration)
+        time.set_xlabel("sparsity (% of each layer's weights removed)")
+        time.set_title(
+            f"how long flights stayed within the bound (mean per network, of {duration:g} ms)"
         )
         fig.suptitle(f"{title}: median over networks (shaded: interquartile range)")
         legend_below(fig, [rate])
     return fig
-
-
-def _error_top(finite: np.ndarray) -> float:
-    """The error axis' top in cm: above every finite error, room for the clipped markers."""
-    return float(finite.max() * 3) if finite.size and finite.max() > 0 else 1.0
 
 
 def _quartiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

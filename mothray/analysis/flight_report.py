@@ -14,6 +14,7 @@ import numpy as np
 
 from mothray.analysis import flight_figures, flight_store, regions, robustness, study
 from mothray.analysis.flight import fly_network
+from mothray.analysis.flight_settings import STEP
 from mothray.analysis.flight_store import FlightStoreError, Numbers
 from mothray.catalog import Catalog
 
@@ -72,7 +73,8 @@ def flight_items(cat: Catalog, name: str, numbers: Numbers, item: type) -> list:
                 cat.sparsity,
                 settings.tasks,
                 numbers.success()[0],
-                numbers.median_final_error()[0],
+                numbers.lasted()[0],
+                settings.task.steps * STEP * 1000,
                 threshold,
                 f"{name}: closed-loop flight",
             ),

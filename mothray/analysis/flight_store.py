@@ -19,7 +19,7 @@ import pandas as pd
 import zarr
 
 from mothray.analysis import regions
-from mothray.analysis.flight_settings import Condition, TaskSettings
+from mothray.analysis.flight_settings import STEP, Condition, TaskSettings
 from mothray.analysis.regions import Field, Region
 from mothray.catalog import Catalog
 
@@ -146,6 +146,13 @@ class Numbers(NamedTuple):
         steps = self.values["steps_within"]
         rate = (steps == self.settings.task.steps).mean(axis=-1)
         return np.where((steps >= 0).all(axis=-1), rate, np.nan)
+
+    def lasted(self) -> np.ndarray:
+        """(C, T, L, K) mean time in ms that flights stayed within the bound (NaN at levels
+        not computed)."""
+        steps = self.values["steps_within"]
+        mean = np.where(steps >= 0, steps, np.nan).mean(axis=-1)
+        return 1000 * STEP * mean
 
     def median_final_error(self) -> np.ndarray:
         """(C, T, L, K) median over flights of the final position error, cm (inf where most
