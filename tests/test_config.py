@@ -162,6 +162,25 @@ def test_motif_section_errors(tmp_path, text, message):
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tasks: [track, land]", "analysis.tasks[1]: must be one of"),
+        ("tasks: [hover, hover]", "analysis.tasks: must be distinct tasks"),
+        ("flights: 0", "analysis.flights: must be > 0, got 0"),
+        ("steps: -5", "analysis.steps: must be > 0, got -5"),
+        ("scales: [0.9, 0]", "analysis.scales[1]: must be > 0, got 0"),
+        ("noise: [-0.01]", "analysis.noise[0]: must be > 0, got -0.01"),
+        ("guidance: 1.5", "analysis.guidance: must be <= 1, got 1.5"),
+        ("flight: 3", "analysis.flight: unknown key"),
+    ],
+)
+def test_analysis_section_errors(tmp_path, text, message):
+    """The flight and robustness settings are checked before anything starts."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(tmp_path, f"name: x\nanalysis: {{{text}}}")
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("train", "'10'", "simulation.train: must be an integer, got '10' (str)"),
@@ -299,7 +318,7 @@ def test_every_problem_is_a_line_naming_its_field(tmp_path):
         f"error: {path}: networks: must be > 0, got 0",
         f"error: {path}: training.batch_size: must be > 0, got 0",
         f"error: {path}: extra: unknown key; allowed keys: name, networks, seed, architectures,"
-        " simulation, training, resources, catalog, motifs",
+        " simulation, training, resources, catalog, motifs, analysis",
     ]
 
 

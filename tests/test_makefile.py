@@ -60,4 +60,5 @@ def test_fetch_copies_the_catalog_and_records_from_the_clusters_storage():
     assert "for item in catalog.zarr catalog.csv experiment.json scaler.json" in fetch
     assert f"ray rsync-down cluster.yaml {storage}/paper/$item runs/paper/" in fetch
     assert f"ray rsync-down cluster.yaml {storage}/paper/report runs/paper/" in fetch
-    assert "for item in motifs.zarr motifs.csv" in fetch
+    assert "for item in motifs flight robustness; do for suffix in zarr csv" in fetch
+    assert f"ray rsync-down cluster.yaml {storage}/paper/$item.$suffix runs/paper/" in fetch
