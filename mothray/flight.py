@@ -153,15 +153,7 @@ def _fan_out(
 
 def task_settings(config: AnalysisConfig) -> TaskSettings:
     """The flights an analysis config asks for."""
-    return TaskSettings(
-        steps=config.steps,
-        flights=config.flights,
-        bound=config.bound,
-        guidance=config.guidance,
-        perturbation=config.perturbation,
-        amplitude=config.amplitude,
-        frequency=config.frequency,
-    )
+    return TaskSettings(**{name: getattr(config, name) for name in TaskSettings._fields})
 
 
 def flight_settings(config: AnalysisConfig) -> Settings:

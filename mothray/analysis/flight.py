@@ -167,6 +167,17 @@ def _params(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> tupl
     )
 
 
+def networks_forward(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str, precision: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """K networks (per layer weights (K, n_in, n_out), biases (K, n_out)) as one function of
+    scaled inputs (K, n, 10) to scaled outputs (K, n, 7), float64: one jitted, vmapped call
+    of the engine's forward pass."""
+    params = _params(weights, biases)
+    forward = _batched_forward(activation, precision)
+    return lambda scaled: np.asarray(forward(params, np.asarray(scaled, np.float32)), np.float64)
+
+
 def stacked_controller(
     weights: Sequence[np.ndarray],
     biases: Sequence[np.ndarray],
@@ -174,44 +185,43 @@ def stacked_controller(
     precision: str,
     scaler: Scaler,
 ) -> Controller:
-    """K networks (per layer weights (K, n_in, n_out), biases (K, n_out)) as one controller
-    of K equal groups of flights: rows [k·f, (k+1)·f) of its inputs go to network k. One
-    jitted, vmapped call of the engine's forward pass per step, through the scaler."""
-    params = _params(weights, biases)
-    forward = _batched_forward(activation, precision)
-    networks = int(params[0].weights.shape[0])
+    """K networks (as `networks_forward`'s) as one controller of K equal groups of flights."""
+    forward = networks_forward(weights, biases, activation, precision)
+    return controller_of(forward, len(weights[0]), scaler)
+
+
+def controller_of(
+    forward: Callable[[np.ndarray], np.ndarray], networks: int, scaler: Scaler
+) -> Controller:
+    """`networks_forward`'s K networks as one controller of K equal groups of flights, through
+    the scaler: rows [k·f, (k+1)·f) of its inputs go to network k."""
 
     def controller(inputs: np.ndarray) -> np.ndarray:
         scaled = scaler.scale_inputs(inputs).reshape(networks, -1, len(INPUT_NAMES))
-        outputs = np.asarray(forward(params, np.asarray(scaled, np.float32)), np.float64)
-        return scaler.unscale_targets(outputs.reshape(len(inputs), -1))
+        return scaler.unscale_targets(forward(scaled).reshape(len(inputs), -1))
 
     return controller
 
 
 def open_loop_losses(
-    weights: Sequence[np.ndarray],
-    biases: Sequence[np.ndarray],
-    activation: str,
-    precision: str,
+    forward: Callable[[np.ndarray], np.ndarray],
     scaler: Scaler,
     inputs: np.ndarray,
     targets: np.ndarray,
     noise: float,
     keys: Sequence[Sequence[int]],
 ) -> np.ndarray:
-    """(K,) test losses (MSE over scaled outputs, the protocol's) of K networks on test rows
-    in physical units, through the training data's `scaler`; with sensor noise `noise` (a
-    fraction of each input's range), network k's from the stream of keys[k]."""
-    params = _params(weights, biases)
-    forward = _batched_forward(activation, precision)
+    """(K,) test losses (MSE over scaled outputs, the protocol's) of `networks_forward`'s K
+    networks on test rows in physical units, through the training data's `scaler`; with
+    sensor noise `noise` (a fraction of each input's range), network k's from the stream of
+    keys[k]."""
     streams = [np.random.default_rng(list(key)) for key in keys]
     spread = noise * (scaler.input_max - scaler.input_min)
     total = np.zeros(len(keys))
     for start in range(0, len(inputs), LOSS_ROWS):  # bounded memory: hidden (K, rows, width)
         rows = inputs[start : start + LOSS_ROWS]
         seen = np.stack([rows + stream.normal(0.0, 1.0, rows.shape) * spread for stream in streams])
-        outputs = np.asarray(forward(params, np.asarray(scaler.scale_inputs(seen), np.float32)))
+        outputs = forward(scaler.scale_inputs(seen))
         wanted = scaler.scale_targets(targets[start : start + LOSS_ROWS])
         total += np.sum((outputs - wanted) ** 2, axis=(1, 2))
     return total / targets.size
@@ -460,16 +470,15 @@ def per_flight(scores: Scores) -> dict[str, np.ndarray]:
         }
 
 
-def catalog_controller(cat: Catalog, level: int, networks: slice) -> Controller:
-    """The networks `networks` of a one-architecture catalog at `level` as a stacked
-    controller (reading their chunks alone)."""
+def catalog_forward(cat: Catalog, level: int, networks: slice) -> Callable:
+    """`networks_forward` of the networks `networks` of a one-architecture catalog at `level`
+    (reading their chunks alone)."""
     training = cat.attrs["training"]
-    return stacked_controller(
+    return networks_forward(
         cat.weights(level, networks),
         cat.biases(level, networks),
         training["activation"],
         training["precision"],
-        cat.scaler,
     )
 
 
@@ -485,7 +494,7 @@ def fly_network(
     experiment's seeded flights, as the flight stage flies it: the flights and targets."""
     one = slice(network, network + 1)
     return fly_networks(
-        catalog_controller(cat, level, one),
+        controller_of(catalog_forward(cat, level, one), 1, cat.scaler),
         cat.seeds[one],
         int(cat.attrs["seed"]),
         task,
@@ -507,9 +516,8 @@ def region_values(
     test set per condition (inputs and targets in physical units), the open-loop test losses
     (C, networks)."""
     seeds, seed = cat.seeds[networks], int(cat.attrs["seed"])
-    weights, biases = cat.weights(level, networks), cat.biases(level, networks)
-    model = (cat.attrs["training"]["activation"], cat.attrs["training"]["precision"])
-    controller = stacked_controller(weights, biases, *model, cat.scaler)
+    forward = catalog_forward(cat, level, networks)
+    controller = controller_of(forward, len(seeds), cat.scaler)
     shape = (len(settings.conditions), len(settings.tasks), len(seeds), settings.task.flights)
     values: dict[str, np.ndarray] = {}
     for c, condition in enumerate(settings.conditions):
@@ -525,7 +533,7 @@ def region_values(
         keys = [(seed, int(k)) for k in seeds]
         values["test_loss"] = np.stack(
             [
-                open_loop_losses(weights, biases, *model, cat.scaler, *rows, condition.noise, keys)
+                open_loop_losses(forward, cat.scaler, *rows, condition.noise, keys)
                 for rows, condition in zip(test_rows, settings.conditions, strict=True)
             ]
         )

@@ -185,7 +185,14 @@ def table(path: str, cat: Catalog) -> pd.DataFrame:
     test_loss for a robustness store."""
     frames = []
     for name in cat.architectures:
-        numbers = read(path, name)
+        frames.append(_table(cat, name, read(path, name)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _table(cat: Catalog, name: str, numbers: Numbers) -> pd.DataFrame:
+    """One architecture's rows of the CSV."""
+    with warnings.catch_warnings():  # all-NaN: levels not computed, flights failed at once
+        warnings.simplefilter("ignore", RuntimeWarning)
         seeds = cat.select(name).seeds
         conditions, tasks = numbers.settings.conditions, numbers.settings.tasks
         c, t, level, k = (
@@ -218,7 +225,6 @@ def table(path: str, cat: Catalog) -> pd.DataFrame:
                 "median_effort": np.nanmedian(values["effort"], axis=-1)[at],
             }
         )
-        if "test_loss" in values:
-            frame["test_loss"] = values["test_loss"][c, level, k]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    if "test_loss" in values:
+        frame["test_loss"] = values["test_loss"][c, level, k]
+    return frame
