@@ -69,7 +69,7 @@ BAR = 20.0  # mothray / obvious loop, flight-steps per second per core
 GOAL_MINUTES = 30.0  # the paper catalog's flights of one task, on one node
 NODE_CORES = 32
 SCALER_ROWS = 2000  # simulated rows per integrate call for the scaler (fly's first shape)
-SMALL = 256  # integrate pads every call to at least this many lanes
+SMALL = 256  # integrate calls of fewer flights are reported apart (the tail of flights)
 TIMES = np.array([0.0, flight.STEP])  # the baseline's odeint output times
 
 
@@ -151,7 +151,7 @@ class Log:
     """What one work unit spends in the forward passes and in `integrate`, per step."""
 
     def __init__(self) -> None:
-        self.forward: list[tuple[int, float]] = []  # (rows asked, CPU s) per call
+        self.forward: list[tuple[int, float]] = []  # (rows run, CPU s) per call
         self.integrate: list[tuple[int, float]] = []  # (flights integrated, CPU s) per call
 
 
@@ -181,13 +181,16 @@ def instrumented(log: Log):
                 owner.integrate = before
 
 
-def timed_controller(controller, log: Log):
-    """`controller` with its calls timed into `log`."""
+def timed_controller(controller, networks: int, log: Log):
+    """`controller` of K = `networks` networks with its calls timed into `log`, and the rows
+    it runs: those of the networks with a flight still flying (a row not all NaN)."""
 
     def call(inputs):
         start = time.process_time()
         outputs = controller(inputs)
-        log.forward.append((len(inputs), time.process_time() - start))
+        groups = np.isnan(inputs).all(axis=1).reshape(networks, -1)
+        run = (~groups.all(axis=1)).sum() * groups.shape[1]
+        log.forward.append((int(run), time.process_time() - start))
         return outputs
 
     return call
@@ -201,7 +204,7 @@ def work_unit(networks: Networks, task: str, settings, seed: int, log: Log):
     )
     with instrumented(log):
         flown, _ = flight.fly_networks(
-            timed_controller(controller, log),
+            timed_controller(controller, networks.count, log),
             list(range(networks.count)),
             seed,
             task,
@@ -296,12 +299,13 @@ def baseline_flights(networks, rows, start, targets, settings, constants) -> dic
 
 def breakdown(log: Log, cpu: float) -> dict:
     """Where a work unit's CPU time went: forward passes, integrate, the rest (the loop's
-    numpy, the controller's build); the forward's rows asked for flights already abandoned;
-    integrate calls padded to `SMALL` lanes for fewer flights; the first step's rate."""
+    numpy, the controller's build); the forward's rows run for flights already abandoned
+    (those of networks still flying); integrate calls of fewer than `SMALL` flights; the
+    first step's rate."""
     forward = sum(s for _, s in log.forward)
     integrate = sum(s for _, s in log.integrate)
     flying = [n for n, _ in log.integrate]
-    asked = sum(n for n, _ in log.forward)
+    run = sum(n for n, _ in log.forward)
     wasted = sum(s * (1 - f / n) for (n, s), f in zip(log.forward, flying, strict=False))
     small = [(n, s) for n, s in log.integrate if 0 < n < SMALL]
     first = log.forward[0][1] + log.integrate[0][1]
@@ -309,7 +313,7 @@ def breakdown(log: Log, cpu: float) -> dict:
         "forward_s": forward,
         "integrate_s": integrate,
         "other_s": cpu - forward - integrate,
-        "forward_rows": asked,
+        "forward_rows": run,
         "forward_rows_flying": sum(flying),
         "forward_wasted_s": wasted,
         "steps_all_abandoned": sum(1 for n in flying if n == 0),
@@ -644,8 +648,8 @@ def profile_table(figures: dict) -> Table:
             f"{m['other_s']:.2f}",
             f"{m['integrate_first_ms']:.3f} first step, {m['integrate_mean_ms']:.3f} all "
             f"(odeint {both['baseline']['odeint_ms']:.3f})",
-            f"forward on abandoned rows {m['forward_wasted_s']:.2f} s "
-            f"({1 - m['forward_rows_flying'] / m['forward_rows']:.0%} of rows); "
+            f"forward on abandoned rows of networks still flying {m['forward_wasted_s']:.2f} s "
+            f"({1 - m['forward_rows_flying'] / m['forward_rows']:.0%} of the rows run); "
             f"{m['small_calls']:.0f} integrate calls of < {SMALL} flights "
             f"({m['small_flights']:.0f} flights) {m['small_s']:.2f} s",
         )

@@ -5,8 +5,10 @@ import numpy as np
 
 from mothray.analysis.flight import (
     TaskSettings,
+    controller_of,
     fly,
     guided,
+    networks_forward,
     position_error,
     score,
     sensor_noise,
@@ -15,6 +17,7 @@ from mothray.analysis.flight import (
 )
 from mothray.data import Scaler
 from mothray.moth.integrator import integrate
+from mothray.records import layer_sizes
 
 
 def replaying(controls):
@@ -182,3 +185,32 @@ def test_integrating_few_flights_padded_less_gives_the_same_states():
     less = integrate(states[:, 0], controls[:, 0], smallest=32)
     np.testing.assert_array_equal(padded[0], less[0])
     np.testing.assert_array_equal(padded[1], less[1])
+
+
+def test_a_controller_runs_only_the_networks_still_flying_to_the_same_bits():
+    """Rows all NaN are flights no longer flying: `controller_of` runs only the networks with
+    a flight still flying (a power of two of them, cycled), whose answers are those of all K
+    networks run together, to the bit."""
+    rng = np.random.default_rng(3)
+    count, flights = 5, 4
+    sizes = layer_sizes([16, 16])
+    weights = [rng.normal(0.0, 0.5, (count, *size)) for size in sizes]
+    biases = [rng.normal(0.0, 0.5, (count, n_out)) for _, n_out in sizes]
+    forward = networks_forward(weights, biases, "tanh", "float32")
+    run = []
+
+    def recorded(scaled, which=None):
+        run.append(list(range(count)) if which is None else list(which))
+        return forward(scaled, which)
+
+    scaler = Scaler(np.zeros(10), np.ones(10), np.zeros(7), np.ones(7))
+    controller = controller_of(recorded, count, scaler)
+    inputs = rng.uniform(0.0, 1.0, (count * flights, 10))
+    every = controller(inputs)
+    asked = inputs.copy()
+    asked[[4, 5, 6, 7, 12, 13, 14, 15, 1]] = np.nan  # networks 1 and 3 done, and a flight of 0
+    answers = controller(asked)
+    assert run == [[0, 1, 2, 3, 4], [0, 2, 4]]
+    flying = ~np.isnan(asked).all(axis=1)
+    np.testing.assert_array_equal(answers[flying], every[flying])
+    assert np.isnan(answers[4:8]).all() and np.isnan(answers[12:16]).all()

@@ -23,7 +23,7 @@ from mothray import moth
 from mothray.analysis.flight_settings import STEP, TASKS, Condition, TaskSettings
 from mothray.analysis.flight_store import Settings
 from mothray.catalog import Catalog
-from mothray.data import INPUT_NAMES, Scaler, controller_inputs, controls_of
+from mothray.data import INPUT_NAMES, TARGET_NAMES, Scaler, controller_inputs, controls_of
 from mothray.moth.parameters import MothParameters
 from mothray.moth.sampling import SamplingRanges
 
@@ -34,7 +34,8 @@ SMALLEST_CALL = 32  # the fewest flights an integration pads to: few are left as
 RANGES = SamplingRanges()
 _POSITION, _ANGLES = [0, 2], [4, 6]  # state columns: (x, y) and (θ, φ)
 
-# A controller maps network inputs (n, 10) to network outputs (n, 7), both in physical units.
+# A controller maps network inputs (n, 10) to network outputs (n, 7), both in physical units;
+# rows all NaN are flights no longer flying: their answers are unused, and it may skip them.
 Controller = Callable[[np.ndarray], np.ndarray]
 
 
@@ -104,7 +105,7 @@ def fly(
         inputs = controller_inputs(states[:, step], wanted)
         if training_range is not None:
             outside[flying, step] = out_of_range(inputs[flying], training_range)
-        inputs[~flying] = 0.0  # abandoned rows: asked something finite, answer unused
+        inputs[~flying] = np.nan  # abandoned: not asked (a controller may skip them)
         controls[flying, step] = saturated(controls_of(controller(inputs))[flying])
         states[flying, step + 1], ok[flying, step] = moth.integrate(
             states[flying, step],
@@ -145,14 +146,18 @@ def out_of_range(inputs: np.ndarray, scaler: Scaler) -> np.ndarray:
 
 
 @functools.cache
-def _batched_forward(activation: str, precision: str) -> Callable:
-    """The engine's forward pass, vmapped over networks and jitted, once per model."""
+def _batched_forward(activation: str, precision: str) -> tuple[Callable, Callable]:
+    """The engine's forward pass, vmapped over networks and jitted, once per model: of every
+    network, and of the networks at given indices (their weights gathered first)."""
     import jax  # JAX's forward pass: only when networks fly
 
     from mothray.train.networks import Model, forward
 
     model = Model(activation, precision)
-    return jax.jit(jax.vmap(lambda params, inputs: forward(params, inputs, model)))
+    every = jax.vmap(lambda params, inputs: forward(params, inputs, model))
+    return jax.jit(every), jax.jit(
+        lambda params, which, inputs: every(jax.tree.map(lambda a: a[which], params), inputs)
+    )
 
 
 def _params(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> tuple:
@@ -172,10 +177,20 @@ def networks_forward(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """K networks (per layer weights (K, n_in, n_out), biases (K, n_out)) as one function of
     scaled inputs (K, n, 10) to scaled outputs (K, n, 7), float64: one jitted, vmapped call
-    of the engine's forward pass."""
+    of the engine's forward pass; given `which` (K' indices), of those networks alone (inputs
+    (K', n, 10)), padded to a power of two of them so that few shapes compile."""
     params = _params(weights, biases)
-    forward = _batched_forward(activation, precision)
-    return lambda scaled: np.asarray(forward(params, np.asarray(scaled, np.float32)), np.float64)
+    every, some = _batched_forward(activation, precision)
+    count = len(weights[0])
+
+    def networks(scaled: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+        scaled = np.asarray(scaled, np.float32)
+        if which is None:
+            return np.asarray(every(params, scaled), np.float64)
+        cycled = np.arange(min(count, 1 << (len(which) - 1).bit_length())) % len(which)
+        return np.asarray(some(params, which[cycled], scaled[cycled]), np.float64)[: len(which)]
+
+    return networks
 
 
 def stacked_controller(
@@ -194,11 +209,18 @@ def controller_of(
     forward: Callable[[np.ndarray], np.ndarray], networks: int, scaler: Scaler
 ) -> Controller:
     """`networks_forward`'s K networks as one controller of K equal groups of flights, through
-    the scaler: rows [k·f, (k+1)·f) of its inputs go to network k."""
+    the scaler: rows [k·f, (k+1)·f) of its inputs go to network k, and only the networks
+    with a flight still flying (a row not all NaN) are run."""
 
     def controller(inputs: np.ndarray) -> np.ndarray:
         scaled = scaler.scale_inputs(inputs).reshape(networks, -1, len(INPUT_NAMES))
-        return scaler.unscale_targets(forward(scaled).reshape(len(inputs), -1))
+        asked = np.flatnonzero(~np.isnan(scaled).all(axis=(1, 2)))
+        outputs = np.full((*scaled.shape[:2], len(TARGET_NAMES)), np.nan)
+        if len(asked) == networks:
+            outputs = forward(scaled)
+        elif len(asked):
+            outputs[asked] = forward(scaled[asked], asked)
+        return scaler.unscale_targets(outputs.reshape(len(inputs), -1))
 
     return controller
 

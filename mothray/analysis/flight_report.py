@@ -172,7 +172,7 @@ def robustness_items(cat: Catalog, name: str, numbers: Numbers, item: type) -> l
 def robustness_tables(cat: Catalog, numbers: Numbers) -> list[str]:
     """The paired comparisons (optimal against dense) of test loss and flight success."""
     names = [condition.name for condition in numbers.settings.conditions]
-    success = np.nanmean(numbers.success(), axis=1)  # (C, L, K): over tasks
+    success = robustness.mean_over_tasks(numbers.success())
     lines = []
     for kind, values, what in (
         ("loss", numbers.values["test_loss"], "the log ratio of test loss to nominal"),

@@ -4,28 +4,27 @@ The one analysis of the report that needs JAX."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
 from mothray.analysis.figures import BLUE, GREY, STYLE, TARGET_LABELS, VERMILION, figure
+from mothray.analysis.flight import networks_forward
 from mothray.catalog import Catalog
-from mothray.train.networks import Dense, Model, forward
 
 
 def predict(cat: Catalog, network: int, level: int, inputs: np.ndarray) -> np.ndarray:
     """Network `network` at `level` on `inputs` (n, 10) in physical units: its outputs (n, 7),
     in physical units, through the catalog's scaler and the engine's forward pass."""
     snapshot = cat.network(network, level)
-    params = tuple(
-        Dense(jnp.asarray(w), jnp.asarray(b))
-        for w, b in zip(snapshot.weights, snapshot.biases, strict=True)
-    )
     training = cat.attrs["training"]
-    model = Model(training["activation"], training["precision"])
-    scaled = jnp.asarray(cat.scaler.scale_inputs(inputs), jnp.float32)
-    return cat.scaler.unscale_targets(np.asarray(forward(params, scaled, model), np.float64))
+    forward = networks_forward(
+        [w[None] for w in snapshot.weights],
+        [b[None] for b in snapshot.biases],
+        training["activation"],
+        training["precision"],
+    )
+    return cat.scaler.unscale_targets(forward(cat.scaler.scale_inputs(inputs)[None])[0])
 
 
 def prediction_quality(

@@ -26,7 +26,9 @@ TOLERANCE = 2e-8
 SCALE = (60.0, 60.0, 10.0, 10.0, 3500.0, 3500.0, 600.0, 600.0)
 INITIAL_STEP = 1e-6  # s: the damping transient decays in ~15 µs; the controller grows from here
 MAX_STEPS = 5000  # per trajectory; a trajectory that needs more is marked failed
-LANES = 1024  # trajectories stepped together (a lane takes a new one when its own is done)
+LANES = 1024  # the most trajectories stepped together (a lane takes a new one when its own is done)
+PER_LANE = 8  # trajectories a call's lanes take in turn, below LANES lanes (see `_lanes`)
+FEWEST_LANES = 8
 
 
 def _error_ratio(y_err):
@@ -169,10 +171,10 @@ def integrate(
     initial_state (N, 8) in the spec's state order, controls (N, 3) as (F, α, τ), body_scale
     a float or an (N,) array, `params` the body and environment (default: the S1 moth),
     `smallest` the fewest rows a call pads to (a power of two; each padded size compiles
-    once, and every padded row costs as much as a real one). Returns (states, ok): states
-    (N, 8) at `duration`, or (N, len(t_eval), 8) at each time of t_eval (non-decreasing,
-    within [0, duration]); ok (N,) is False where the integration failed or missed its
-    tolerance (those rows are NaN).
+    once, and a call's lanes, each costing every step, grow with it: `_lanes`). Returns
+    (states, ok): states (N, 8) at `duration`, or (N, len(t_eval), 8) at each time of t_eval
+    (non-decreasing, within [0, duration]); ok (N,) is False where the integration failed or
+    missed its tolerance (those rows are NaN).
     """
     initial_state = np.asarray(initial_state, dtype=np.float64)
     controls = np.asarray(controls, dtype=np.float64)
@@ -195,11 +197,19 @@ def integrate(
     padded = [_pad(a, capacity).T for a in (initial_state, controls, body_scale)]
     with jax.enable_x64(True):
         states, ok = _integrate_lanes(
-            *padded, n, jnp.asarray(times), params=params, lanes=min(capacity, LANES)
+            *padded, n, jnp.asarray(times), params=params, lanes=_lanes(capacity)
         )
         states, ok = np.asarray(states), np.asarray(ok)
     states = np.transpose(states, (2, 0, 1))[:n]
     return (states[:, 0] if t_eval is None else states), ok[:n]
+
+
+def _lanes(capacity: int) -> int:
+    """Lanes for a call of `capacity` rows: PER_LANE trajectories each, from FEWEST_LANES to
+    LANES. A step costs every lane, busy or not: lanes refilled in turn stay busy, and while
+    the slowest trajectory of the call finishes (one flown far outside the sampling ranges
+    takes several times the others' steps) fewer lanes step idle beside it."""
+    return min(capacity, LANES, max(FEWEST_LANES, capacity // PER_LANE))
 
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:
