@@ -341,3 +341,33 @@ def test_workers_run_xla_on_one_thread_without_being_pinned():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "1"
+
+
+def test_a_second_process_loads_the_integrator_from_the_compilation_cache(tmp_path):
+    """`compilation_cache` keeps JAX's compilations on disk: the first process writes the
+    integrator's, a second one loads them (writes nothing new) and integrates the same bits."""
+    cache = tmp_path / "jax"
+    code = (
+        "import sys, numpy as np\n"
+        "from mothray import moth\n"
+        "from mothray.session import compilation_cache\n"
+        "compilation_cache(sys.argv[1])\n"
+        "states, _ = moth.integrate(*moth.sample(np.random.default_rng(0), 10))\n"
+        "print(states.tobytes().hex())\n"
+    )
+
+    def run() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(cache)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()[-1]
+
+    def entries() -> dict[str, int]:
+        return {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+
+    first = run()
+    written = entries()
+    assert written, "the first process wrote no compilation"
+    assert run() == first
+    assert entries() == written  # none added nor rewritten: loaded
