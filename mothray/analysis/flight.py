@@ -37,6 +37,9 @@ _POSITION, _ANGLES = [0, 2], [4, 6]  # state columns: (x, y) and (θ, φ)
 # A controller maps network inputs (n, 10) to network outputs (n, 7), both in physical units;
 # rows all NaN are flights no longer flying: their answers are unused, and it may skip them.
 Controller = Callable[[np.ndarray], np.ndarray]
+# K networks' forward pass (`networks_forward`): scaled inputs (K, n, 10) to scaled outputs
+# (K, n, 7), or, given the indices `which` of K' of them, inputs and outputs of those alone.
+NetworksForward = Callable[..., np.ndarray]
 
 
 class Flight(NamedTuple):
@@ -174,7 +177,7 @@ def _params(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]) -> tupl
 
 def networks_forward(
     weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str, precision: str
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> NetworksForward:
     """K networks (per layer weights (K, n_in, n_out), biases (K, n_out)) as one function of
     scaled inputs (K, n, 10) to scaled outputs (K, n, 7), float64: one jitted, vmapped call
     of the engine's forward pass; given `which` (K' indices), of those networks alone (inputs
@@ -205,9 +208,7 @@ def stacked_controller(
     return controller_of(forward, len(weights[0]), scaler)
 
 
-def controller_of(
-    forward: Callable[[np.ndarray], np.ndarray], networks: int, scaler: Scaler
-) -> Controller:
+def controller_of(forward: NetworksForward, networks: int, scaler: Scaler) -> Controller:
     """`networks_forward`'s K networks as one controller of K equal groups of flights, through
     the scaler: rows [k·f, (k+1)·f) of its inputs go to network k, and only the networks
     with a flight still flying (a row not all NaN) are run."""
@@ -226,7 +227,7 @@ def controller_of(
 
 
 def open_loop_losses(
-    forward: Callable[[np.ndarray], np.ndarray],
+    forward: NetworksForward,
     scaler: Scaler,
     inputs: np.ndarray,
     targets: np.ndarray,
@@ -492,7 +493,7 @@ def per_flight(scores: Scores) -> dict[str, np.ndarray]:
         }
 
 
-def catalog_forward(cat: Catalog, level: int, networks: slice) -> Callable:
+def catalog_forward(cat: Catalog, level: int, networks: slice) -> NetworksForward:
     """`networks_forward` of the networks `networks` of a one-architecture catalog at `level`
     (reading their chunks alone)."""
     training = cat.attrs["training"]
