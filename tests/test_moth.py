@@ -142,6 +142,26 @@ def test_results_do_not_depend_on_batch_order_or_size():
     np.testing.assert_array_equal(few, states[:40])
 
 
+def test_slow_trajectories_moved_to_fewer_lanes_end_the_same_to_the_bit():
+    """A call's last busy lanes move to fewer lanes (`_phases`): trajectories spinning far
+    outside the sampling ranges, many times the others' steps, end as in one phase."""
+    from mothray.moth import integrator
+
+    assert integrator._phases(256) == (32,)
+    assert integrator._phases(2048) == (256, 32)
+    assert integrator._phases(1 << 17) == (1024, 128, 16)
+    initial, controls = random_states(200, seed=9)
+    initial[::25, 5] *= 40  # eight trajectories spinning at up to 1,000 rad/s
+    single, single_ok = moth.integrate(initial, controls)  # 256 rows: one phase of 32 lanes
+    padded = [integrator._pad(a, 256).T for a in (initial, controls, np.ones(200))]
+    with jax.enable_x64(True):
+        phased, phased_ok = integrator._integrate_lanes(
+            *padded, 200, jnp.asarray([0.02]), params=moth.MothParameters(), phases=(32, 16)
+        )
+    assert single_ok.all() and np.asarray(phased_ok)[:200].all()
+    np.testing.assert_array_equal(np.asarray(phased)[0].T[:200], single)
+
+
 def test_t_eval_may_start_at_zero():
     initial, controls = random_states(4, seed=6)
     states, ok = moth.integrate(initial, controls, t_eval=[0.0, 0.01, 0.02])

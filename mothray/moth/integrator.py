@@ -1,7 +1,9 @@
 """Integration of many trajectories at once: step-size control and the lane scheduler.
 
 Lanes of trajectories step together through the Rosenbrock method; a lane whose trajectory is
-done takes the next pending one, so no lane waits for the slowest of a batch.
+done takes the next pending one, so no lane waits for the slowest of a batch; once none is
+pending and few lanes are busy, the busy ones move to fewer lanes, so the slowest trajectories
+of a call do not step many idle lanes beside them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MAX_STEPS = 5000  # per trajectory; a trajectory that needs more is marked faile
 LANES = 1024  # the most trajectories stepped together (a lane takes a new one when its own is done)
 PER_LANE = 8  # trajectories a call's lanes take in turn, below LANES lanes (see `_lanes`)
 FEWEST_LANES = 8
+SHRINK = 8  # a call's last busy lanes move to 1/SHRINK as many lanes (see `_phases`)
+SMALLEST_PHASE = 16  # fewer lanes step hardly faster: a step's ~370 kernels cost the same
 
 
 def _error_ratio(y_err):
@@ -69,15 +73,16 @@ def _load(lanes: Lanes, refill, trajectory, initial_state, bodies, controls) -> 
     return jax.tree.map(lambda new, old: jnp.where(refill, new, old), fresh, lanes)
 
 
-@functools.partial(jax.jit, static_argnames=("params", "lanes"))
-def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, params, lanes):
+@functools.partial(jax.jit, static_argnames=("params", "phases"))
+def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, params, phases):
     """Integrate trajectories [0, count) of (8, C) arrays through every time of t_eval.
 
-    `lanes` trajectories step together; a lane whose trajectory is finished (or failed)
-    takes the next pending one at once, so no lane waits for the slowest of a batch.
-    Returns states (T, 8, C) (NaN where failed) and ok (C,).
+    phases[0] trajectories step together; a lane whose trajectory is finished (or failed)
+    takes the next pending one at once, so no lane waits for the slowest of a batch. Once
+    none is pending and no more than phases[1] lanes are busy, those move to phases[1] lanes,
+    and so on. Returns states (T, 8, C) (NaN where failed) and ok (C,).
     """
-    capacity, outputs = body_scale.shape[0], t_eval.shape[0]
+    capacity, outputs, lanes = body_scale.shape[0], t_eval.shape[0], phases[0]
     bodies, controls = body_constants(params, body_scale), controls_terms(controls)
     idle = Lanes(
         trajectory=jnp.full(lanes, capacity),
@@ -100,8 +105,14 @@ def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, para
         jnp.zeros(capacity, bool),
     )
 
-    def busy(carry):
-        return jnp.any(carry[0].trajectory < capacity)
+    def phase(fewer_lanes):
+        """Step on while trajectories are pending or more than `fewer_lanes` lanes are busy."""
+
+        def going(carry):
+            s, next_trajectory = carry[0], carry[1]
+            return (next_trajectory < count) | (jnp.sum(s.trajectory < capacity) > fewer_lanes)
+
+        return going
 
     def one_step(carry):
         s, next_trajectory, steps, states, ok = carry
@@ -147,8 +158,21 @@ def _integrate_lanes(initial_state, controls, body_scale, count, t_eval, *, para
         next_trajectory = jnp.minimum(next_trajectory + jnp.sum(free), count)
         return s, next_trajectory, jnp.where(free, 0, steps), states, ok
 
-    _, _, _, states, ok = lax.while_loop(busy, one_step, carry)
+    for fewer_lanes in (*phases[1:], 0):
+        carry = lax.while_loop(phase(fewer_lanes), one_step, carry)
+        if fewer_lanes:
+            carry = _busy_first(carry, fewer_lanes, capacity)
+    _, _, _, states, ok = carry
     return jnp.where(ok, states, jnp.nan), ok
+
+
+def _busy_first(carry, lanes: int, capacity: int):
+    """The loop's carry with its busy lanes moved into the first `lanes` lanes (the rest
+    dropped: idle, as the caller has checked)."""
+    s, next_trajectory, steps, states, ok = carry
+    order = jnp.argsort(s.trajectory >= capacity, stable=True)[:lanes]
+    s, steps = jax.tree.map(lambda column: column[order], (s, steps))
+    return s, next_trajectory, steps, states, ok
 
 
 def _interleave(q, v):
@@ -197,7 +221,7 @@ def integrate(
     padded = [_pad(a, capacity).T for a in (initial_state, controls, body_scale)]
     with jax.enable_x64(True):
         states, ok = _integrate_lanes(
-            *padded, n, jnp.asarray(times), params=params, lanes=_lanes(capacity)
+            *padded, n, jnp.asarray(times), params=params, phases=_phases(capacity)
         )
         states, ok = np.asarray(states), np.asarray(ok)
     states = np.transpose(states, (2, 0, 1))[:n]
@@ -210,6 +234,17 @@ def _lanes(capacity: int) -> int:
     the slowest trajectory of the call finishes (one flown far outside the sampling ranges
     takes several times the others' steps) fewer lanes step idle beside it."""
     return min(capacity, LANES, max(FEWEST_LANES, capacity // PER_LANE))
+
+
+def _phases(capacity: int) -> tuple[int, ...]:
+    """Lanes of each phase of a call: `_lanes(capacity)`, then 1/SHRINK as many while that is
+    SMALLEST_PHASE or more. A trajectory flown far outside the sampling ranges can take ten
+    times the others' steps; moved to fewer lanes, it no longer steps hundreds of idle ones.
+    (Each phase compiles its own loop: a call of two phases takes ~1.7x as long to compile.)"""
+    phases = [_lanes(capacity)]
+    while phases[-1] // SHRINK >= SMALLEST_PHASE:
+        phases.append(phases[-1] // SHRINK)
+    return tuple(phases)
 
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:
