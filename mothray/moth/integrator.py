@@ -238,11 +238,13 @@ def _lanes(capacity: int) -> int:
 
 def _phases(capacity: int) -> tuple[int, ...]:
     """Lanes of each phase of a call: `_lanes(capacity)`, then 1/SHRINK as many while that is
-    SMALLEST_PHASE or more. A trajectory flown far outside the sampling ranges can take ten
-    times the others' steps; moved to fewer lanes, it no longer steps hundreds of idle ones.
-    (Each phase compiles its own loop: a call of two phases takes ~1.7x as long to compile.)"""
+    SMALLEST_PHASE or more, in calls of fewer than LANES lanes. There each lane takes PER_LANE
+    trajectories, and a trajectory flown far outside the sampling ranges (ten times the others'
+    steps) would step as long again with the lanes idle beside it. A call of LANES lanes (the
+    simulation stage's chunks: ~100 trajectories a lane) keeps one phase: its tail is a small
+    share, and each phase compiles its own loop (two phases: ~1.7x the compile time)."""
     phases = [_lanes(capacity)]
-    while phases[-1] // SHRINK >= SMALLEST_PHASE:
+    while phases[0] < LANES and phases[-1] // SHRINK >= SMALLEST_PHASE:
         phases.append(phases[-1] // SHRINK)
     return tuple(phases)
 
