@@ -216,11 +216,12 @@ def controller_of(forward: NetworksForward, networks: int, scaler: Scaler) -> Co
     def controller(inputs: np.ndarray) -> np.ndarray:
         scaled = scaler.scale_inputs(inputs).reshape(networks, -1, len(INPUT_NAMES))
         asked = np.flatnonzero(~np.isnan(scaled).all(axis=(1, 2)))
-        outputs = np.full((*scaled.shape[:2], len(TARGET_NAMES)), np.nan)
         if len(asked) == networks:
             outputs = forward(scaled)
-        elif len(asked):
-            outputs[asked] = forward(scaled[asked], asked)
+        else:
+            outputs = np.full((*scaled.shape[:2], len(TARGET_NAMES)), np.nan)
+            if len(asked):
+                outputs[asked] = forward(scaled[asked], asked)
         return scaler.unscale_targets(outputs.reshape(len(inputs), -1))
 
     return controller
